@@ -1,0 +1,86 @@
+"""Build registered variants by name and load checkpoints into them."""
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .model import VARIANTS
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the model asked for; the message lists what does not fit."""
+
+
+def list_models():
+    return sorted(VARIANTS)
+
+
+def create_model(name, pretrained=None, **overrides):
+    """Build the variant `name`; any constructor argument can be overridden (num_classes, drop_path_rate, norm, ...).
+
+    A dict-valued override such as `mixer_args` updates the variant's dict rather than replacing it, so
+    `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer. `pretrained` is the path of a
+    checkpoint to load (see `load_pretrained`).
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
+    network, args = VARIANTS[name]
+    args = dict(args)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(args.get(key), dict):
+            value = {**args[key], **value}
+        args[key] = value
+    try:
+        model = network(**args)
+    except TypeError as error:
+        raise ValueError(f"model {name!r}: {error}") from None
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def read_state_dict(path):
+    """The state dict in a released checkpoint (bare, or under 'model' / 'state_dict') or in one of our Lightning
+    checkpoints (the backbone's weights, under 'backbone.')."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: torch raises many kinds of error here
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({error})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise CheckpointError(f"checkpoint {path}: expected a state dict of tensors, bare or under 'model' / 'state_dict'")
+    if checkpoint and all(k.startswith("backbone.") for k in checkpoint if not k.startswith("ema_")):
+        checkpoint = {k[len("backbone."):]: v for k, v in checkpoint.items() if k.startswith("backbone.")}
+    return checkpoint
+
+
+def load_pretrained(model, path):
+    """Load a checkpoint strictly. A classifier of another number of classes is left at its fresh initialisation
+    (with a warning); any other missing, unexpected or mis-shaped key is a CheckpointError naming them all."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    classifier = {name for name, p in model.named_parameters() if any(p is q for q in model.get_classifier().parameters())}
+    mismatched = sorted(k for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
+    # Only the number of classes may differ: the classifier's input width must still fit the backbone.
+    reinit = [k for k in mismatched if k in classifier and state[k].shape[1:] == own[k].shape[1:]]
+    if reinit:
+        warnings.warn(f"checkpoint {path}: classifier has {state[reinit[0]].shape[0]} classes, the model "
+                      f"{own[reinit[0]].shape[0]}; keeping the backbone and re-initialising {', '.join(reinit)}")
+        state = {k: v for k, v in state.items() if k not in reinit}
+    problems = []
+    missing = sorted(own.keys() - state.keys() - set(reinit))
+    unexpected = sorted(state.keys() - own.keys())
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched if k not in reinit]
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            problems.append(f"{label}: {', '.join(keys)}")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=not reinit)
+    return model

@@ -1,0 +1,429 @@
+"""InceptionNeXt and the MetaNeXt family ("InceptionNeXt: When Inception Meets ConvNeXt", Yu et al., CVPR 2024).
+
+Read top to bottom like the paper: the token mixers (Inception depthwise convolution, plain or partial k x k
+depthwise convolution, self-attention), the MetaNeXt block that hosts them, the hierarchical and isotropic networks
+built from that block, and finally the table of variants. Every ablation of the paper is a constructor argument, so
+an experiment changes a value, never a class.
+
+The hierarchical InceptionNeXt models keep the state-dict layout of the released checkpoints (official and timm).
+"""
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Token mixers: (B, C, H, W) -> (B, C, H, W). Each one is usable on its own in other networks.
+# ---------------------------------------------------------------------------------------------------------------------
+
+IDC_BRANCHES = ("square", "horizontal", "vertical")
+
+
+class InceptionDWConv2d(nn.Module):
+    """Inception depthwise convolution (the paper's Fig. 2 / Algorithm 1).
+
+    The channels are split into an identity part and up to three branches of `branch_ratio * dim` channels each: a
+    `square_kernel_size` square depthwise conv, a 1 x k horizontal band and a k x 1 vertical band. Only a fraction of
+    the channels is convolved, and band kernels grow linearly with k, which is where the speed comes from.
+
+    Ablations (Table 8): `branches` drops any of the three (its channels join the identity part), and
+    `band_mode="sequential"` runs 1 x k then k x 1 on the same channels (Inception v3 style, same parameters) in place
+    of two parallel bands.
+    """
+
+    def __init__(self, dim, square_kernel_size=3, band_kernel_size=11, branch_ratio=0.125,
+                 branches=IDC_BRANCHES, band_mode="parallel"):
+        super().__init__()
+        unknown = set(branches) - set(IDC_BRANCHES)
+        if unknown or not branches:
+            raise ValueError(f"branches: expected a non-empty subset of {IDC_BRANCHES}, got {tuple(branches)}")
+        if band_mode not in ("parallel", "sequential"):
+            raise ValueError(f"band_mode: expected 'parallel' or 'sequential', got {band_mode!r}")
+        if band_mode == "sequential" and not {"horizontal", "vertical"} <= set(branches):
+            raise ValueError("band_mode='sequential' needs both the 'horizontal' and 'vertical' branches")
+        gc = int(dim * branch_ratio)
+        if gc < 1:
+            raise ValueError(f"branch_ratio {branch_ratio} leaves no channel for a branch of a {dim}-channel input")
+
+        def dwconv(kernel_size):
+            padding = tuple(k // 2 for k in kernel_size)
+            return nn.Conv2d(gc, gc, kernel_size, padding=padding, groups=gc)
+
+        # Attribute names follow the released checkpoints: dwconv_hw, dwconv_w (1 x k), dwconv_h (k x 1).
+        self.branch_names = []
+        if "square" in branches:
+            self.dwconv_hw = dwconv((square_kernel_size, square_kernel_size))
+            self.branch_names.append("dwconv_hw")
+        if band_mode == "sequential":
+            self.dwconv_band = nn.Sequential(dwconv((1, band_kernel_size)), dwconv((band_kernel_size, 1)))
+            self.branch_names.append("dwconv_band")
+        else:
+            if "horizontal" in branches:
+                self.dwconv_w = dwconv((1, band_kernel_size))
+                self.branch_names.append("dwconv_w")
+            if "vertical" in branches:
+                self.dwconv_h = dwconv((band_kernel_size, 1))
+                self.branch_names.append("dwconv_h")
+        # The identity part comes first, as in the released code (Algorithm 1 in the paper puts it last).
+        identity = dim - gc * len(self.branch_names)
+        if identity < 0:
+            raise ValueError(f"branch_ratio {branch_ratio}: {len(self.branch_names)} branches of {gc} channels "
+                             f"exceed the {dim} input channels")
+        self.split_sizes = [identity] + [gc] * len(self.branch_names)
+
+    def forward(self, x):
+        x_id, *groups = torch.split(x, self.split_sizes, dim=1)
+        branches = [getattr(self, name)(group) for name, group in zip(self.branch_names, groups)]
+        return torch.cat([x_id, *branches], dim=1)
+
+
+class PartialDWConv2d(nn.Module):
+    """k x k depthwise convolution on the first `conv_ratio` of the channels, identity on the rest.
+
+    With conv_ratio=1 this is ConvNeXt's token mixer; smaller ratios are the paper's Table 1 study.
+    """
+
+    def __init__(self, dim, kernel_size=7, conv_ratio=1.0):
+        super().__init__()
+        conv_dim = int(dim * conv_ratio)
+        if not 0 < conv_dim <= dim:
+            raise ValueError(f"conv_ratio: expected a fraction in (0, 1] leaving at least one channel, got {conv_ratio}")
+        self.split_sizes = [conv_dim, dim - conv_dim]
+        self.dwconv = nn.Conv2d(conv_dim, conv_dim, kernel_size, padding=kernel_size // 2, groups=conv_dim)
+
+    def forward(self, x):
+        if self.split_sizes[1] == 0:
+            return self.dwconv(x)
+        x_conv, x_id = torch.split(x, self.split_sizes, dim=1)
+        return torch.cat([self.dwconv(x_conv), x_id], dim=1)
+
+
+class SpatialSelfAttention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map (the token mixer of MetaNeXt-Attn)."""
+
+    def __init__(self, dim, num_heads=6, qkv_bias=True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads: {num_heads} does not divide the {dim} channels")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(tokens).view(B, H * W, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        return self.proj(out).transpose(1, 2).reshape(B, C, H, W)
+
+
+TOKEN_MIXERS = {"inception": InceptionDWConv2d, "dwconv": PartialDWConv2d, "attention": SpatialSelfAttention}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building pieces: norms, BatchNorm folding, the channel MLP.
+# ---------------------------------------------------------------------------------------------------------------------
+
+def make_norm(kind, dim):
+    """BatchNorm is the paper's choice for speed; LayerNorm (over channels) is ConvNeXt's and the Table 8 ablation."""
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(dim)
+    if kind == "layernorm":
+        return LayerNorm2d(dim, eps=1e-6)
+    raise ValueError(f"norm: expected 'batchnorm' or 'layernorm', got {kind!r}")
+
+
+def _bn_scale_shift(bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_bn_into_previous_conv(conv, bn):
+    """conv -> bn  becomes one conv: scale the output channels."""
+    scale, shift = _bn_scale_shift(bn)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(bias * scale + shift)
+
+
+@torch.no_grad()
+def fold_bn_into_next_conv(bn, conv):
+    """bn -> conv becomes one conv: scale the input channels. Exact only without zero padding, as here."""
+    if conv.groups != 1 or any(p != 0 for p in conv.padding):
+        raise ValueError("a BatchNorm folds into the next conv only if it is dense and unpadded")
+    scale, shift = _bn_scale_shift(bn)
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=conv.weight.device)
+    conv.bias = nn.Parameter(bias + (conv.weight * shift.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
+    conv.weight.mul_(scale.view(1, -1, 1, 1))
+
+
+class ConvNorm(nn.Sequential):
+    """Conv then norm (the stem). `reparameterize()` folds a BatchNorm into the conv for inference."""
+
+    def __init__(self, in_dim, out_dim, kernel_size, stride, norm):
+        super().__init__(nn.Conv2d(in_dim, out_dim, kernel_size, stride=stride), make_norm(norm, out_dim))
+
+    def reparameterize(self):
+        if isinstance(self[1], nn.BatchNorm2d):
+            fold_bn_into_previous_conv(self[0], self[1])
+            self[1] = nn.Identity()
+
+
+class NormConv(nn.Sequential):
+    """Norm then conv (the downsampling between stages). `reparameterize()` folds a BatchNorm into the conv."""
+
+    def __init__(self, in_dim, out_dim, kernel_size, stride, norm):
+        super().__init__(make_norm(norm, in_dim), nn.Conv2d(in_dim, out_dim, kernel_size, stride=stride))
+
+    def reparameterize(self):
+        if isinstance(self[0], nn.BatchNorm2d):
+            fold_bn_into_next_conv(self[0], self[1])
+            self[0] = nn.Identity()
+
+
+class ConvMlp(nn.Module):
+    """The channel MLP as 1x1 convolutions, so that feature maps stay (B, C, H, W)."""
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The MetaNeXt block (Fig. 1): one residual around token mixer -> norm -> MLP.
+# ---------------------------------------------------------------------------------------------------------------------
+
+class MetaNeXtBlock(nn.Module):
+    """x + drop_path(gamma * mlp(norm(token_mixer(x)))).
+
+    MetaFormer has two residuals, one around the mixer and one around the MLP; MetaNeXt merges them, which is faster
+    but leaves no shortcut around the mixer alone, so a complex mixer such as attention fails to train (Table 5).
+    """
+
+    def __init__(self, dim, token_mixer="inception", mixer_args=None, norm="batchnorm", mlp_ratio=4,
+                 layer_scale_init=1e-6, drop_path=0.0):
+        super().__init__()
+        if token_mixer not in TOKEN_MIXERS:
+            raise ValueError(f"token_mixer: expected one of {sorted(TOKEN_MIXERS)}, got {token_mixer!r}")
+        self.token_mixer = TOKEN_MIXERS[token_mixer](dim, **(mixer_args or {}))
+        self.norm = make_norm(norm, dim)
+        self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
+        self.gamma = nn.Parameter(layer_scale_init * torch.ones(dim)) if layer_scale_init else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        y = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+    def reparameterize(self):
+        """Fold the BatchNorm into fc1, the 1x1 conv after it (timm.utils.reparameterize_model calls this)."""
+        if isinstance(self.norm, nn.BatchNorm2d):
+            fold_bn_into_next_conv(self.norm, self.mlp.fc1)
+            self.norm = nn.Identity()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------------------------------
+
+class ClassifierHead(nn.Module):
+    """Global average pool, then either InceptionNeXt's MLP head (fc1 -> GELU -> LayerNorm -> dropout -> fc2, the
+    stage-4 MLP savings moved here) when `hidden_ratio` is set, or ConvNeXt's LayerNorm -> dropout -> linear."""
+
+    def __init__(self, dim, num_classes, hidden_ratio=None, drop_rate=0.0):
+        super().__init__()
+        if hidden_ratio:
+            hidden = int(hidden_ratio * dim)
+            self.fc1 = nn.Linear(dim, hidden)
+            self.act = nn.GELU()
+            self.norm = nn.LayerNorm(hidden, eps=1e-6)
+            self.drop = nn.Dropout(drop_rate)
+            self.fc2 = nn.Linear(hidden, num_classes)
+            self.classifier_name = "fc2"
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.drop = nn.Dropout(drop_rate)
+            self.fc = nn.Linear(dim, num_classes)
+            self.classifier_name = "fc"
+
+    def forward(self, x):
+        x = x.mean(dim=(2, 3))
+        if hasattr(self, "fc1"):
+            x = self.act(self.fc1(x))
+        return getattr(self, self.classifier_name)(self.drop(self.norm(x)))
+
+
+def drop_path_rates(final_rate, num_blocks):
+    """Stochastic depth rising linearly from 0 at the first block to `final_rate` at the last."""
+    return [final_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+
+def _init_weights(module):
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class MetaNeXtStage(nn.Module):
+    def __init__(self, in_dim, dim, depth, downsample, norm, drop_path_rates, **block_args):
+        super().__init__()
+        self.downsample = NormConv(in_dim, dim, 2, 2, norm) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            MetaNeXtBlock(dim, norm=norm, drop_path=rate, **block_args) for rate in drop_path_rates])
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x))
+
+
+class MetaNeXt(nn.Module):
+    """Hierarchical MetaNeXt: a 4x4 stride-4 stem, then four stages, each after the first opening with a 2x2
+    stride-2 downsampling, then the classifier head. InceptionNeXt and the paper's ConvNeXt-T baselines are both this
+    network with other arguments.
+
+    Args:
+        depths, dims: blocks and channels per stage.
+        token_mixer, mixer_args: a key of TOKEN_MIXERS and its constructor arguments (kernel sizes, branch ratio,
+            branches, band mode; the paper's ablations).
+        mlp_ratios: MLP expansion per stage (InceptionNeXt uses 3 in the last stage).
+        norm: 'batchnorm' or 'layernorm', used in the stem, the downsampling and every block.
+        head_hidden_ratio: width of the MLP head as a multiple of the last dim; None for a LayerNorm + linear head.
+        drop_rate: dropout before the classifier. drop_path_rate: stochastic depth, rising linearly over all blocks.
+        layer_scale_init: initial gamma of every block; None for no layer scale.
+    """
+
+    def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), token_mixer="inception", mixer_args=None,
+                 mlp_ratios=(4, 4, 4, 3), norm="batchnorm", head_hidden_ratio=3.0, num_classes=1000, in_chans=3,
+                 drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
+        super().__init__()
+        if not len(depths) == len(dims) == len(mlp_ratios):
+            raise ValueError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, {mlp_ratios}")
+        self.num_classes = num_classes
+        self.stem = ConvNorm(in_chans, dims[0], 4, 4, norm)
+        rates = drop_path_rates(drop_path_rate, sum(depths))
+        stages, in_dim = [], dims[0]
+        for i, (depth, dim, mlp_ratio) in enumerate(zip(depths, dims, mlp_ratios)):
+            stage_rates, rates = rates[:depth], rates[depth:]
+            stages.append(MetaNeXtStage(in_dim, dim, depth, downsample=i > 0, norm=norm, drop_path_rates=stage_rates,
+                                        token_mixer=token_mixer, mixer_args=mixer_args, mlp_ratio=mlp_ratio,
+                                        layer_scale_init=layer_scale_init))
+            in_dim = dim
+        self.stages = nn.Sequential(*stages)
+        self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}") for i, dim in enumerate(dims)]
+        self.head = ClassifierHead(dims[-1], num_classes, head_hidden_ratio, drop_rate)
+        self.apply(_init_weights)
+
+    def forward_intermediates(self, x):
+        """The four stage outputs, strides 4, 8, 16 and 32: the multi-scale features for detection and segmentation."""
+        features = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward_features(self, x):
+        return self.stages(self.stem(x))
+
+    def get_classifier(self):
+        return getattr(self.head, self.head.classifier_name)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+class IsotropicMetaNeXt(nn.Module):
+    """Isotropic MetaNeXt, following ConvNeXt-S (iso.): a 16x16 patchify stem, then one stage of `depth` blocks at a
+    single resolution, then global pool -> LayerNorm -> linear. With an attention mixer and a learned position
+    embedding it is the paper's MetaNeXt-Attn (DeiT-S sized), the model that fails to train."""
+
+    def __init__(self, depth=18, dim=384, patch_size=16, token_mixer="inception", mixer_args=None, mlp_ratio=4,
+                 norm="batchnorm", pos_embed=False, img_size=224, num_classes=1000, in_chans=3, drop_rate=0.0,
+                 drop_path_rate=0.0, layer_scale_init=None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.stem = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+        grid = img_size // patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid, grid)) if pos_embed else None
+        rates = drop_path_rates(drop_path_rate, depth)
+        self.blocks = nn.Sequential(*[
+            MetaNeXtBlock(dim, token_mixer, mixer_args, norm, mlp_ratio, layer_scale_init, rate) for rate in rates])
+        self.feature_info = [dict(num_chs=dim, reduction=patch_size, module="blocks")]
+        self.head = ClassifierHead(dim, num_classes, None, drop_rate)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_weights)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        if self.pos_embed is not None:
+            pos = self.pos_embed
+            if pos.shape[-2:] != x.shape[-2:]:  # another input size: resample the learned grid
+                pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
+            x = x + pos
+        return self.blocks(x)
+
+    def forward_intermediates(self, x):
+        return [self.forward_features(x)]
+
+    def get_classifier(self):
+        return self.head.fc
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Variants: the paper's models as data. `inception_next.create_model(name, **overrides)` builds them.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_T_DEPTHS, _T_DIMS = (3, 3, 9, 3), (96, 192, 384, 768)
+_CONVNEXT_T = dict(depths=_T_DEPTHS, dims=_T_DIMS, token_mixer="dwconv", norm="layernorm", mlp_ratios=(4, 4, 4, 4),
+                   head_hidden_ratio=None)
+_ISO_S = dict(depth=18, dim=384, patch_size=16)
+
+
+def _convnext_t(kernel_size, conv_ratio=1.0):
+    return dict(_CONVNEXT_T, mixer_args=dict(kernel_size=kernel_size, conv_ratio=conv_ratio))
+
+
+VARIANTS = {
+    # Hierarchical InceptionNeXt (Table 4); atto uses band kernel 9 and branch ratio 1/4.
+    "inception_next_atto": (MetaNeXt, dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320),
+                                           mixer_args=dict(band_kernel_size=9, branch_ratio=0.25))),
+    "inception_next_tiny": (MetaNeXt, dict(depths=_T_DEPTHS, dims=_T_DIMS)),
+    "inception_next_small": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=_T_DIMS)),
+    "inception_next_base": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))),
+    "inception_next_base_384": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))),
+    # Isotropic models (Table 5), all the size of DeiT-S / ConvNeXt-S (iso.).
+    "inception_next_small_iso": (IsotropicMetaNeXt, dict(_ISO_S)),
+    "convnext_small_iso": (IsotropicMetaNeXt, dict(_ISO_S, token_mixer="dwconv", norm="layernorm")),
+    "metanext_attn_small_iso": (IsotropicMetaNeXt, dict(depth=12, dim=384, patch_size=16, token_mixer="attention",
+                                                        mixer_args=dict(num_heads=6), pos_embed=True)),
+    # ConvNeXt-T with smaller or partial depthwise kernels (Table 1).
+    "convnext_tiny_k7": (MetaNeXt, _convnext_t(7)),
+    "convnext_tiny_k5": (MetaNeXt, _convnext_t(5)),
+    "convnext_tiny_k3": (MetaNeXt, _convnext_t(3)),
+    "convnext_tiny_k3_par1_2": (MetaNeXt, _convnext_t(3, 1 / 2)),
+    "convnext_tiny_k3_par3_8": (MetaNeXt, _convnext_t(3, 3 / 8)),
+    "convnext_tiny_k3_par1_4": (MetaNeXt, _convnext_t(3, 1 / 4)),
+    "convnext_tiny_k3_par1_8": (MetaNeXt, _convnext_t(3, 1 / 8)),
+    "convnext_tiny_k3_par1_16": (MetaNeXt, _convnext_t(3, 1 / 16)),
+}
+
+# The input size each variant was trained and evaluated at; all others use 224.
+INPUT_SIZES = {"inception_next_base_384": 384}
+
+
+def input_size(name):
+    return INPUT_SIZES.get(name, 224)
+
