@@ -1,0 +1,277 @@
+"""ImageNet-1K, or any dataset in its class-folder layout, as a LightningDataModule.
+
+    root/train/<class>/*.JPEG     root/val/<class>/*.JPEG
+
+The number of classes and their names come from the folders. Transforms are timm's, with the paper's defaults.
+With `root: null` the module trains on the generated demo dataset (`inception_next.demo_data`), through the same code.
+
+Unreadable files. Training skips them: each is named once in a warning, another image takes its place (batches stay
+full, which Mixup needs) and the count is reported at the end of the epoch. Validation and test do not skip: leaving
+an image out would silently change the metric's denominator. Before any training starts, every validation file is
+opened, so empty or non-image files stop the run at once with their names; a file that opens but fails to decode
+later (a truncated JPEG) stops validation with an error naming it.
+"""
+
+import multiprocessing
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
+from torch.utils.data import DataLoader, Dataset
+
+from . import demo_data
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that is not laid out as expected; the message names the path and what was expected."""
+
+
+class UnreadableImageError(DatasetError):
+    pass
+
+
+def is_image_file(path):
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_rgb(path):
+    """Decode an image file to 8-bit RGB, whatever its mode (grayscale, CMYK, palette with transparency, 16-bit)
+    and whatever its extension says (PNG data under a .JPEG name is common in scraped folders)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit integer) grayscale: keep the top byte rather than clip at 255.
+                shift = 8 if image.mode.startswith("I;16") else 24
+                image = Image.fromarray((np.asarray(image).astype(np.uint32) >> shift).astype(np.uint8))
+            elif image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise UnreadableImageError(f"{path}: unreadable image ({error})") from None
+
+
+def list_classes(split_dir):
+    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def list_images(folder):
+    return sorted(Path(folder, name) for name in os.listdir(folder) if is_image_file(Path(name)))
+
+
+def imagenet_class_names(folder_names):
+    """Human-readable names when the folders are ImageNet-1K's synsets, the folder names otherwise."""
+    info = ImageNetInfo()
+    synsets = set(info.label_names())
+    if folder_names and all(name in synsets for name in folder_names):
+        return [info.label_name_to_description(name) for name in folder_names]
+    return list(folder_names)
+
+
+class ClassFolderDataset(Dataset):
+    """(image, label) pairs from `split_dir/<class>/*`, labels indexing `classes`.
+
+    With `skip_unreadable`, an unreadable file is named once in a warning and the next readable file is returned in
+    its place; `skipped` (shared with the loader's worker processes) counts them.
+    """
+
+    def __init__(self, split_dir, classes, transform=None, skip_unreadable=False):
+        self.split_dir = Path(split_dir)
+        self.transform = transform
+        self.skip_unreadable = skip_unreadable
+        self.samples = [(path, label) for label, name in enumerate(classes)
+                        if (self.split_dir / name).is_dir() for path in list_images(self.split_dir / name)]
+        self.skipped = multiprocessing.get_context("spawn").Value("i", 0) if skip_unreadable else None
+        self._warned = set()
+
+    def __len__(self):
+        return len(self.samples)
+
+    def _report(self, path, error):
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(f"skipping {error}", stacklevel=3)
+        with self.skipped.get_lock():
+            self.skipped.value += 1
+
+    def __getitem__(self, index):
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                image = load_rgb(path)
+                break
+            except UnreadableImageError as error:
+                if not self.skip_unreadable:
+                    raise
+                if attempt == 0:  # count the file asked for, not the neighbours tried in its place
+                    self._report(path, error)
+        else:
+            raise DatasetError(f"{self.split_dir}: no readable image at all")
+        return (self.transform(image) if self.transform else image), label
+
+
+class ImageFolderDataset(Dataset):
+    """Unlabelled images under a folder (recursively), for prediction: (image, path) pairs."""
+
+    def __init__(self, root, transform):
+        self.paths = sorted(p for p in Path(root).rglob("*") if p.is_file() and is_image_file(p))
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return self.transform(load_rgb(self.paths[index])), str(self.paths[index])
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """ImageNet-1K, or your own dataset in the same layout.
+
+    Args:
+        root: folder holding train/ and val/ class folders; null for the generated demo dataset.
+        img_size: training and evaluation resolution.
+        crop_pct: evaluation resizes to img_size / crop_pct, then centre-crops; default 0.875, or 1.0 from 384 px.
+        batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
+        auto_augment, color_jitter, reprob, remode, scale, hflip, interpolation: timm's training transform.
+        predict_root: folder of unlabelled images for `predict`.
+    """
+
+    def __init__(self, root: str | None = None, img_size: int = 224, crop_pct: float | None = None,
+                 batch_size: int = 128, num_workers: int = 8, pin_memory: bool = True,
+                 persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+                 color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
+                 scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, interpolation: str = "bicubic",
+                 predict_root: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.demo = root is None
+        self.root = demo_data.default_root() if self.demo else Path(root).expanduser()
+        self.img_size = img_size
+        self.crop_pct = crop_pct if crop_pct is not None else (1.0 if img_size >= 384 else 0.875)
+        self.batch_size = batch_size
+        self._classes = None
+        self.train_set = self.val_set = self.predict_set = None
+
+    # -- classes: known before setup, so the CLI can hand num_classes to the model --------------------------------
+    @property
+    def classes(self):
+        """Folder names of the classes, in label order."""
+        if self._classes is None:
+            self._classes = list(demo_data.CLASSES) if self.demo else self._check_layout()
+        return self._classes
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def class_names(self):
+        return imagenet_class_names(self.classes)
+
+    def _check_layout(self):
+        root = self.root
+        if not root.is_dir():
+            raise DatasetError(f"data.root {root}: no such folder; expected ImageNet (or a dataset in its layout, "
+                               "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG): set --data.root "
+                               "/path/to/imagenet, or run experiments/demo.yaml, which needs no dataset")
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise DatasetError(f"data.root {root}: no {split}/ folder; expected {root / split}/<class>/<images>")
+        classes = list_classes(root / "train")
+        if not classes:
+            raise DatasetError(f"{root / 'train'}: no class folders; expected {root / 'train'}/<class>/<images>")
+        val_classes = list_classes(root / "val")
+        extra = sorted(set(val_classes) - set(classes))
+        if extra:
+            raise DatasetError(f"{root / 'val'}: classes absent from train/: {', '.join(extra[:10])}"
+                               f"{' ...' if len(extra) > 10 else ''}; expected val classes to be a subset of train's")
+        if not val_classes:
+            raise DatasetError(f"{root / 'val'}: no class folders; expected {root / 'val'}/<class>/<images>")
+        for split, names in (("train", classes), ("val", val_classes)):
+            empty = [name for name in names if not list_images(root / split / name)]
+            if empty:
+                raise DatasetError(f"{root / split}: class folders without images: {', '.join(empty[:10])}"
+                                   f"{' ...' if len(empty) > 10 else ''}; expected image files "
+                                   f"({', '.join(IMAGE_EXTENSIONS)}) in each")
+        return classes
+
+    # -- transforms -----------------------------------------------------------------------------------------------
+    def train_transform(self):
+        h = self.hparams
+        return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
+                                color_jitter=h.color_jitter, auto_augment=h.auto_augment, re_prob=h.reprob,
+                                re_mode=h.remode, interpolation=h.interpolation, mean=IMAGENET_DEFAULT_MEAN,
+                                std=IMAGENET_DEFAULT_STD)
+
+    def eval_transform(self):
+        return create_transform(self.img_size, is_training=False, interpolation=self.hparams.interpolation,
+                                crop_pct=self.crop_pct, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+    def prepare_data(self):
+        if self.demo:
+            demo_data.ensure(self.root)
+
+    def setup(self, stage=None):
+        if stage == "predict":
+            root = self.hparams.predict_root
+            if not root or not Path(root).expanduser().is_dir():
+                raise DatasetError(f"data.predict_root {root}: no such folder; expected a folder of images to predict")
+            self.predict_set = ImageFolderDataset(Path(root).expanduser(), self.eval_transform())
+            if not len(self.predict_set):
+                raise DatasetError(f"data.predict_root {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            return
+        if stage == "fit" and self.train_set is None:
+            self.train_set = ClassFolderDataset(self.root / "train", self.classes, self.train_transform(),
+                                                skip_unreadable=True)
+        if self.val_set is None:
+            self.val_set = ClassFolderDataset(self.root / "val", self.classes, self.eval_transform())
+            self._check_files_open(self.val_set)
+        if stage == "fit" and len(self.train_set) < self.batch_size:
+            raise DatasetError(f"{self.root / 'train'}: {len(self.train_set)} images, fewer than one batch of "
+                               f"{self.batch_size}; expected at least data.batch_size images")
+
+    @staticmethod
+    def _check_files_open(dataset):
+        """Open (header only, no decode) every file, so empty and non-image files are named before training."""
+        bad = []
+        for path, _ in dataset.samples:
+            try:
+                with Image.open(path):
+                    pass
+            except (OSError, UnidentifiedImageError, ValueError):
+                bad.append(str(path))
+        if bad:
+            raise DatasetError(f"{dataset.split_dir}: {len(bad)} unreadable file(s), which validation cannot skip "
+                               f"without biasing the metric: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; "
+                               "expected them repaired or removed")
+
+    @property
+    def unreadable_train_files(self):
+        """How many times a training file was skipped as unreadable so far (all loader workers together)."""
+        return self.train_set.skipped.value if self.train_set is not None else 0
+
+    def _loader(self, dataset, train=False):
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=workers,
+                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.hparams.persistent_workers and workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set)
+
+    def test_dataloader(self):
+        return self._loader(self.val_set)
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_set)
