@@ -1,0 +1,143 @@
+"""`python -m inception_next {fit,validate,test,predict,benchmark}`: LightningCLI over ImageClassifier and
+ImageFolderDataModule, with the experiment YAMLs under experiments/.
+
+Experiment files build on each other: a file may start with `extends: other.yaml` (relative to itself) and then
+state only what differs. The chain is handed to LightningCLI as successive `--config` values, base first, so that
+later files, then command-line flags, override earlier ones. Without `--config`, `experiments/demo.yaml` is used.
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.cli import LightningCLI
+
+from .callbacks import TopKCSVWriter, UnreadableFilesReport
+from .data import DatasetError, ImageFolderDataModule
+from .factory import CheckpointError
+from .module import DivergenceError, ImageClassifier
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def config_chain(path, seen=()):
+    """The YAML texts of `path` and of the files it extends, base first, with `extends` removed."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file; the experiments are under {EXPERIMENTS}")
+    if path in seen:
+        raise ConfigError(f"--config {path}: `extends` loops back to itself")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings at the top level")
+    base = config.pop("extends", None)
+    chain = config_chain(path.parent / base, seen + (path,)) if base else []
+    return chain + [yaml.safe_dump(config, sort_keys=False)]
+
+
+def expand_configs(args):
+    """Replace each `--config FILE` by its chain; default to the demo; name the run after the last file."""
+    expanded, experiment = [], None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" or arg.startswith("--config="):
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if "=" in arg else 2
+            if not value.endswith((".yaml", ".yml")):  # a YAML string, as LightningCLI accepts
+                expanded += ["--config", value]
+                continue
+            expanded += [item for text in config_chain(value) for item in ("--config", text)]
+            experiment = Path(value).stem
+        else:
+            expanded.append(arg)
+            i += 1
+    if expanded and expanded[0] in SUBCOMMANDS and experiment is None and "--print_config" not in expanded[:2]:
+        if not any(a == "--config" for a in expanded):
+            chain = config_chain(DEMO_CONFIG)
+            expanded[1:1] = [item for text in chain for item in ("--config", text)]
+            experiment = "demo"
+    if expanded and expanded[0] in SUBCOMMANDS and experiment:
+        expanded[1:1] = ["--experiment", experiment]
+    return expanded
+
+
+class InceptionNeXtCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument("--experiment", type=str, default="default",
+                            help="run name: logs go to logs/<experiment>/, checkpoints to logs/<experiment>/checkpoints")
+        parser.add_argument("--global_batch_size", type=int | None, default=None,
+                            help="the recipe's global batch; gradient accumulation is derived from it")
+        parser.add_argument("--predict_csv", type=str, default="predictions.csv",
+                            help="where `predict` writes file, top-5 class names and probabilities")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.batch_size", "model.batch_size")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max",
+                             "checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False,
+                             "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}"})
+
+    def _settings(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def instantiate_classes(self):
+        settings = self._settings()
+        logs = Path.cwd() / "logs"
+        settings.checkpoint.dirpath = settings.checkpoint.dirpath or str(logs / settings.experiment / "checkpoints")
+        if settings.trainer.logger in (None, True):
+            settings.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
+                save_dir=str(logs), name=settings.experiment, default_hp_metric=False))
+        super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs):
+        callbacks = kwargs.setdefault("callbacks", [])
+        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(),
+                      ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]))]
+        if self.subcommand == "predict":
+            callbacks.append(TopKCSVWriter(self._settings().predict_csv))
+        trainer = super().instantiate_trainer(**kwargs)
+        self._derive_accumulation(trainer)
+        return trainer
+
+    def _derive_accumulation(self, trainer):
+        target = self._settings().global_batch_size
+        if target is None:
+            return
+        per_step = self.datamodule.batch_size * trainer.world_size
+        if target % per_step:
+            raise ConfigError(f"global_batch_size {target}: not a multiple of data.batch_size "
+                              f"{self.datamodule.batch_size} x {trainer.world_size} device(s) = {per_step}")
+        trainer.accumulate_grad_batches = target // per_step
+
+    def after_fit(self):
+        checkpoint = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero:
+            print(f"logs: {self.trainer.log_dir}  (tensorboard --logdir {Path(self.trainer.log_dir).parent.parent})")
+            if checkpoint.best_model_path:
+                print(f"best checkpoint: {checkpoint.best_model_path} (val/top1 {checkpoint.best_model_score:.4f})")
+            print(f"last checkpoint: {checkpoint.last_model_path}")
+
+
+def main(args=None):
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        if args[:1] == ["benchmark"]:
+            from .benchmark import main as benchmark
+            return benchmark(args[1:])
+        sys.argv = sys.argv[:1]  # the arguments go in through `args`, expanded
+        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, args=expand_configs(args),
+                         save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False)
+    except (ConfigError, DatasetError, CheckpointError, DivergenceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,164 @@
+"""The LightningModule: an image classifier around any registered backbone, with the paper's optimisation recipe."""
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .factory import create_model
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss more often than allowed."""
+
+
+def warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, warmup_lr, min_lr):
+    """Linear warmup from `warmup_lr` to `peak_lr` over `warmup_steps`, then cosine decay to `min_lr` at
+    `total_steps`. Steps are optimizer steps."""
+    if step < warmup_steps:
+        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model, weight_decay):
+    """Weight decay on weight matrices and kernels only: never on biases, norms, layer scales (every tensor with
+    ndim <= 1), as in the paper's recipe."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [dict(params=[p for p in params if p.ndim > 1], weight_decay=weight_decay),
+            dict(params=[p for p in params if p.ndim <= 1], weight_decay=0.0)]
+
+
+class ImageClassifier(L.LightningModule):
+    """Train and evaluate a registered backbone (see `inception_next.list_models()`).
+
+    Args:
+        backbone: registered model name. backbone_args: its architecture arguments (e.g. the ablation switches
+            `mixer_args`, `norm`); dict values update the variant's.
+        num_classes: linked by the CLI from the data module. pretrained: checkpoint to start from (fine-tuning).
+        drop_path_rate, drop_rate: stochastic depth and head dropout.
+        batch_size: per-device batch, linked by the CLI from the data module; the global batch for lr scaling is
+            batch_size x devices x nodes x gradient accumulation.
+        lr_per_1024: peak learning rate per 1024 images of global batch (the paper: lr = 1e-3 x batch / 1024).
+        weight_decay, betas, eps: AdamW. warmup_epochs, warmup_lr, min_lr: the warmup + cosine schedule, stepped
+            every optimizer step.
+        mixup, cutmix, mix_switch_prob, label_smoothing: timm's Mixup/CutMix; 0/0 turns mixing off.
+        ema_decay: keep an EMA of the weights and validate it beside the raw weights; null for none.
+        channels_last, compile: speed options. max_nonfinite_steps: non-finite losses skipped before stopping.
+    """
+
+    def __init__(self, backbone: str = "inception_next_tiny", backbone_args: dict | None = None,
+                 num_classes: int = 1000, pretrained: str | None = None, drop_path_rate: float = 0.0,
+                 drop_rate: float = 0.0, batch_size: int = 128, lr_per_1024: float = 1e-3,
+                 weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 warmup_epochs: float = 20, warmup_lr: float = 1e-6, min_lr: float = 1e-5, mixup: float = 0.8,
+                 cutmix: float = 1.0, mix_switch_prob: float = 0.5, label_smoothing: float = 0.1,
+                 ema_decay: float | None = None, channels_last: bool = False, compile: bool = False,
+                 max_nonfinite_steps: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = create_model(backbone, pretrained=pretrained, num_classes=num_classes,
+                                     drop_path_rate=drop_path_rate, drop_rate=drop_rate, **(backbone_args or {}))
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.backbone, decay=ema_decay) if ema_decay else None
+        mixing = mixup > 0 or cutmix > 0
+        self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=mix_switch_prob,
+                           label_smoothing=label_smoothing, num_classes=num_classes) if mixing else None
+        self.train_loss = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(label_smoothing)
+        self.eval_loss = nn.CrossEntropyLoss()
+        top_k = min(5, num_classes)
+        self.metrics = nn.ModuleDict({
+            f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k)
+            for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
+        self.nonfinite_steps = 0
+
+    def configure_model(self):
+        if self.hparams.compile:
+            self.backbone.compile()
+
+    def forward(self, x):
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    # -- optimisation ---------------------------------------------------------------------------------------------
+    @property
+    def global_batch_size(self):
+        return self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def configure_optimizers(self):
+        h = self.hparams
+        peak_lr = h.lr_per_1024 * self.global_batch_size / 1024
+        total_steps = max(1, self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
+        warmup_steps = round(h.warmup_epochs * steps_per_epoch)
+        rank_zero_info(
+            f"global batch {self.global_batch_size} = {h.batch_size} per device x {self.trainer.world_size} "
+            f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "
+            f"(= {h.lr_per_1024:g} x {self.global_batch_size} / 1024); {total_steps} optimizer steps, "
+            f"{warmup_steps} of warmup")
+        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay), lr=peak_lr, betas=h.betas,
+                                      eps=h.eps)
+
+        def lr_factor(step):
+            return warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, h.warmup_lr, h.min_lr) / peak_lr
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=scheduler, interval="step"))
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        loss = self.train_loss(self(images), targets)
+        if not torch.isfinite(loss):
+            return self._nonfinite(loss)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def _nonfinite(self, loss):
+        self.nonfinite_steps += 1
+        where = f"epoch {self.current_epoch}, global step {self.global_step}"
+        if self.nonfinite_steps > self.hparams.max_nonfinite_steps:
+            raise DivergenceError(f"training diverged: loss {loss.item()} at {where}")
+        rank_zero_warn(f"non-finite loss at {where}: step skipped ({self.nonfinite_steps} of "
+                       f"{self.hparams.max_nonfinite_steps} allowed)")
+        return None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update(self.backbone, step=self.global_step)
+
+    def _evaluate(self, batch, stage):
+        images, targets = batch
+        models = [("", self.backbone)] + ([("_ema", self.ema.module)] if self.ema is not None else [])
+        for suffix, model in models:
+            if self.hparams.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits = model(images)
+            self.log(f"{stage}{suffix}/loss", self.eval_loss(logits, targets), sync_dist=True, prog_bar=not suffix)
+            for name in ("top1", "top5"):
+                metric = self.metrics[f"{stage}{suffix}_{name}"]
+                metric(logits, targets)
+                self.log(f"{stage}{suffix}/{name}", metric, prog_bar=not suffix and name == "top1")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        images, paths = batch
+        probs = self(images).softmax(dim=-1)
+        top = probs.topk(min(5, probs.shape[-1]), dim=-1)
+        return dict(paths=list(paths), probs=top.values.cpu(), indices=top.indices.cpu())
