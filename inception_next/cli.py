@@ -122,7 +122,7 @@ class InceptionNeXtCLI(LightningCLI):
 
     def after_fit(self):
         checkpoint = self.trainer.checkpoint_callback
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and self.trainer.log_dir and checkpoint is not None:
             print(f"logs: {self.trainer.log_dir}  (tensorboard --logdir {Path(self.trainer.log_dir).parent.parent})")
             if checkpoint.best_model_path:
                 print(f"best checkpoint: {checkpoint.best_model_path} (val/top1 {checkpoint.best_model_score:.4f})")

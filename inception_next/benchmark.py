@@ -1,0 +1,201 @@
+"""`python -m inception_next benchmark`: training and inference images/s, params, MACs and peak memory of our
+models and timm's, side by side in one run, measured the paper's way: random inputs, batch 128 (halved until it
+fits), warm-up iterations, then timed ones; a training step is forward + cross-entropy + backward + AdamW step.
+
+    python -m inception_next benchmark --models inception_next_tiny timm:convnext_tiny timm:resnet50
+    python -m inception_next benchmark --macs-only
+
+A name with `timm:` is timm's model; a bare name is ours if registered, else timm's.
+"""
+
+import argparse
+import csv
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import timm
+import torch
+from timm.utils import reparameterize_model
+
+from .complexity import count_macs, count_params
+from .factory import create_model, list_models
+from .model import input_size
+from .paper import A100_THROUGHPUT, PARAMS_MACS
+
+
+def build(name):
+    if name.startswith("timm:"):
+        return timm.create_model(name[5:], pretrained=False)
+    return create_model(name) if name in list_models() else timm.create_model(name, pretrained=False)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _images_per_second(step, batch, warmup, iters, device):
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    return batch * iters / (time.perf_counter() - start)
+
+
+def measure(model, device, batch, img_size, precision, channels_last, warmup, iters, train):
+    """Images/s of one model for training or inference, halving the batch on out-of-memory."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    while True:
+        try:
+            x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=memory_format)
+            if train:
+                model.train()
+                y = torch.randint(0, 1000, (batch,), device=device)
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+                def step():
+                    with autocast:
+                        loss = torch.nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            else:
+                model.eval()
+
+                def step():
+                    with torch.inference_mode(), autocast:
+                        model(x)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            speed = _images_per_second(step, batch, warmup, iters, device)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            return speed, batch, peak
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            torch.cuda.empty_cache()
+
+
+def run(args):
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+        torch.backends.cudnn.benchmark = True
+    rows = []
+    for name in args.models:
+        model = build(name)
+        if args.compile:
+            model = torch.compile(model)
+        img = args.img_size or input_size(name.removeprefix("timm:"))
+        row = dict(model=name, img_size=img, precision=args.precision, channels_last=args.channels_last,
+                   params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(build(name), img) / 1e9, 2))
+        common = dict(device=device, img_size=img, precision=args.precision, channels_last=args.channels_last,
+                      warmup=args.warmup, iters=args.iters)
+        row["train_img_s"], row["train_batch"], row["train_peak_mb"] = measure(model, batch=args.batch_size,
+                                                                               train=True, **common)
+        row["infer_img_s"], row["infer_batch"], row["infer_peak_mb"] = measure(model, batch=args.batch_size,
+                                                                               train=False, **common)
+        if args.fold:
+            folded = reparameterize_model(model.eval())
+            row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False, **common)
+        bare = name.removeprefix("timm:")
+        paper = A100_THROUGHPUT.get((bare, img)) or A100_THROUGHPUT.get((bare, input_size(bare)))
+        row["paper_a100_train"], row["paper_a100_infer"] = paper if paper else (None, None)
+        rows.append(row)
+        del model
+    for row in rows:
+        row["train_ratio"] = round(row["train_img_s"] / rows[0]["train_img_s"], 2)
+        row["infer_ratio"] = round(row["infer_img_s"] / rows[0]["infer_img_s"], 2)
+    return rows
+
+
+def macs_table():
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):
+            model = create_model(name)
+        params, macs = count_params(model) / 1e6, count_macs(model, input_size(name)) / 1e9
+        paper_params, paper_macs = PARAMS_MACS[name]
+        rows.append(dict(model=name, img_size=input_size(name), params_m=round(params, 2), paper_params_m=paper_params,
+                         macs_g=round(macs, 2), paper_macs_g=paper_macs))
+    return rows
+
+
+def format_table(rows):
+    columns = list(rows[0])
+    cells = [[("" if row[c] is None else f"{row[c]:.1f}" if isinstance(row[c], float) and c.endswith("_s")
+               else str(row[c])) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def save(rows, out, chart):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "benchmark.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "benchmark.json").write_text(json.dumps(rows, indent=1))
+    if chart:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 2))
+        for ax, key in zip(axes, ("train_img_s", "infer_img_s")):
+            ax.barh([r["model"] for r in rows][::-1], [r[key] for r in rows][::-1], color="tab:blue")
+            ax.set_xlabel(key.replace("_img_s", " images/s"))
+        fig.suptitle(f"{rows[0]['precision']}, {'channels-last' if rows[0]['channels_last'] else 'channels-first'}")
+        fig.tight_layout()
+        fig.savefig(out / "benchmark.png", dpi=100)
+        plt.close(fig)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m inception_next benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["inception_next_tiny", "timm:convnext_tiny", "timm:resnet50"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=128, help="halved until it fits")
+    parser.add_argument("--img-size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="tf32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model")
+    parser.add_argument("--fold", action="store_true", help="also time inference with BatchNorm folded")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--macs-only", action="store_true", help="params/MACs of every variant against the paper")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.macs_only:
+        rows = macs_table()
+        print(format_table(rows))
+        save(rows, args.out, chart=False)
+        return rows
+    unknown = [m for m in args.models if m.removeprefix("timm:") not in list_models() + timm.list_models()]
+    if unknown:
+        raise SystemExit(f"error: --models: unknown {', '.join(unknown)}; expected ours ({', '.join(list_models())}) "
+                         "or a timm model name")
+    print(f"device {args.device}, torch {torch.__version__}, timm {timm.__version__}, {args.precision}, "
+          f"batch {args.batch_size}, threads {torch.get_num_threads()}")
+    rows = run(args)
+    print(format_table(rows))
+    save(rows, args.out, chart=not args.no_chart)
+    print(f"saved {args.out / 'benchmark.csv'}, .json{'' if args.no_chart else ', .png'}")
+    return rows

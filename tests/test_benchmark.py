@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from inception_next.benchmark import main
+from inception_next.factory import list_models
+
+
+def test_benchmark_runs_in_small_mode_and_writes_its_files(tmp_path, capsys):
+    rows = main(["--models", "inception_next_atto", "timm:inception_next_atto", "--device", "cpu", "--batch-size", "2",
+                 "--img-size", "32", "--warmup", "1", "--iters", "1", "--fold", "--precision", "fp32",
+                 "--out", str(tmp_path)])
+    assert [r["model"] for r in rows] == ["inception_next_atto", "timm:inception_next_atto"]
+    assert all(r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["folded_infer_img_s"] > 0 for r in rows)
+    assert rows[0]["train_ratio"] == 1.0
+    assert rows[0]["params_m"] == rows[1]["params_m"] == 4.16
+    assert rows[0]["paper_a100_train"] == 2661  # the paper's figure sits beside ours
+    printed = capsys.readouterr().out
+    assert "train_img_s" in printed and "timm:inception_next_atto" in printed
+    assert json.loads((tmp_path / "benchmark.json").read_text())[1]["model"] == "timm:inception_next_atto"
+    assert (tmp_path / "benchmark.csv").read_text().startswith("model,")
+    assert (tmp_path / "benchmark.png").stat().st_size > 1000
+
+
+def test_macs_only_reproduces_the_paper_table(tmp_path, capsys):
+    rows = main(["--macs-only", "--out", str(tmp_path)])
+    assert [r["model"] for r in rows] == list_models()
+    tiny = next(r for r in rows if r["model"] == "inception_next_tiny")
+    assert (tiny["params_m"], tiny["macs_g"]) == (28.06, 4.19)
+    assert (tiny["paper_params_m"], tiny["paper_macs_g"]) == ("28.06", "4.19")
+
+
+def test_unknown_model_is_one_clear_error():
+    with pytest.raises(SystemExit, match="--models: unknown nonexistent_net"):
+        main(["--models", "nonexistent_net", "--device", "cpu"])

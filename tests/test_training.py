@@ -1,0 +1,198 @@
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from inception_next.cli import EXPERIMENTS, ConfigError, config_chain, main
+from inception_next.data import ImageFolderDataModule
+from inception_next.module import ImageClassifier, parameter_groups, warmup_cosine_lr
+
+EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "recipe.yaml")
+
+
+def small_run(dataset, *extra):
+    """Flags that point any experiment at the tiny generated dataset with small inputs on the CPU."""
+    return ["--data.root", str(dataset), "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
+            "--trainer.precision", "32-true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.enable_progress_bar", "false", "--model.pretrained", "null", *extra]
+
+
+def test_every_experiment_is_found():
+    names = {p.relative_to(EXPERIMENTS).as_posix() for p in EXPERIMENT_FILES}
+    assert {"tiny.yaml", "small.yaml", "base.yaml", "atto.yaml", "base_384_finetune.yaml", "demo.yaml"} <= names
+    assert len([n for n in names if n.startswith("isotropic/")]) == 3
+    assert len([n for n in names if n.startswith("ablations/table8/")]) == 10
+    assert len([n for n in names if n.startswith("ablations/table1/")]) == 8
+
+
+@pytest.mark.parametrize("config", EXPERIMENT_FILES, ids=lambda p: p.relative_to(EXPERIMENTS).as_posix())
+def test_every_experiment_trains_and_validates(config, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config), *small_run(tiny_dataset, "--trainer.fast_dev_run", "2",
+                                                     "--global_batch_size", "null")])
+
+
+@pytest.mark.parametrize("config", EXPERIMENT_FILES, ids=lambda p: p.relative_to(EXPERIMENTS).as_posix())
+def test_every_experiment_prints_its_config(config, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert stopped.value.code == 0
+    printed = capsys.readouterr().out
+    assert "backbone:" in printed and "extends" not in printed
+
+
+def test_an_experiment_states_only_what_differs():
+    tiny = config_chain(EXPERIMENTS / "ablations/table8/band_kernel_7.yaml")
+    assert len(tiny) == 3  # recipe -> tiny -> the ablation
+    assert "band_kernel_size: 7" in tiny[-1] and "max_epochs" not in tiny[-1]
+
+
+def test_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        config_chain(tmp_path / "absent.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        config_chain(tmp_path / "loop.yaml")
+
+
+def test_experiments_work_from_any_directory(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(EXPERIMENTS / "tiny.yaml", tmp_path)  # extends resolves beside the file, not here
+    main(["fit", "--config", relative, *small_run(tiny_dataset, "--trainer.fast_dev_run", "1",
+                                                                     "--global_batch_size", "null")])
+
+
+def test_schedule_formula():
+    args = dict(total_steps=100, warmup_steps=10, peak_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5)
+    assert warmup_cosine_lr(0, **args) == pytest.approx(1e-6)
+    assert warmup_cosine_lr(5, **args) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert warmup_cosine_lr(10, **args) == pytest.approx(1e-3)
+    assert warmup_cosine_lr(55, **args) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)
+    assert warmup_cosine_lr(100, **args) == pytest.approx(1e-5)
+
+
+class RecordLR(Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:  # this batch ends with an optimizer step
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def tiny_trainer(tmp_path, **kwargs):
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                    limit_val_batches=0)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def tiny_module(**kwargs):
+    return ImageClassifier(**{**dict(backbone="inception_next_atto", num_classes=3, batch_size=4), **kwargs})
+
+
+def tiny_data(dataset, **kwargs):
+    return ImageFolderDataModule(**{**dict(root=str(dataset), img_size=32, batch_size=4, num_workers=0), **kwargs})
+
+
+def test_lr_follows_the_schedule_every_optimizer_step(tiny_dataset, tmp_path):
+    record = RecordLR()
+    model = tiny_module(lr_per_1024=1.0, warmup_epochs=1, warmup_lr=1e-4, min_lr=1e-4 / 2)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[record], accumulate_grad_batches=2)
+    trainer.fit(model, tiny_data(tiny_dataset))
+    peak = 1.0 * 8 / 1024  # 4 per device x 1 device x 2 accumulation
+    steps_per_epoch = 24 // 4 // 2
+    total = 3 * steps_per_epoch
+    assert len(record.lrs) == total
+    assert record.lrs[0] == pytest.approx(1e-4)
+    assert record.lrs[steps_per_epoch] == pytest.approx(peak)
+    assert record.lrs[-1] == pytest.approx(warmup_cosine_lr(total - 1, total, steps_per_epoch, peak, 1e-4, 5e-5))
+    assert record.lrs[1] > record.lrs[0] and record.lrs[-1] < record.lrs[steps_per_epoch + 1]
+
+
+def test_weight_decay_skips_biases_norms_and_layer_scales():
+    model = tiny_module().backbone
+    decay, no_decay = parameter_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "stages.0.blocks.0.gamma" in no_decay_names and "stem.1.weight" in no_decay_names
+    assert "head.norm.weight" in no_decay_names and "stages.1.downsample.1.bias" in no_decay_names
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_global_batch_sets_accumulation_and_lr(tiny_dataset, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"),
+          *small_run(tiny_dataset, "--global_batch_size", "8", "--trainer.max_steps", "1",
+                     "--trainer.limit_val_batches", "0")])
+    assert "global batch 8 = 4 per device x 1 device(s) x 2 accumulation step(s); peak lr 7.813e-06" in caplog.text
+
+
+def test_a_global_batch_that_does_not_divide_is_one_error(tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"), *small_run(tiny_dataset, "--global_batch_size", "10")])
+    assert stopped.value.code == 1
+    assert "global_batch_size 10: not a multiple of data.batch_size 4" in capsys.readouterr().err
+
+
+def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--trainer.limit_val_batches", "1")]
+    main(["fit", *args, "--trainer.max_epochs", "1"])
+    checkpoints = tmp_path / "logs" / "demo" / "checkpoints"
+    first = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert first["global_step"] == 6 and first["epoch"] == 0
+    main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 12 and resumed["epoch"] >= 1
+    scheduler = resumed["lr_schedulers"][0]
+    assert scheduler["last_epoch"] == 12
+    # The lr after resuming follows the 2-epoch schedule (the total is recomputed from max_epochs).
+    lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
+    peak = 6.4e-2 * 4 / 1024
+    assert lr == pytest.approx(warmup_cosine_lr(12, 12, 6, peak, 1e-6, 1e-5))
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("best"))  # best kept beside last
+
+
+def test_predict_writes_top5_csv(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset)]
+    main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1"])
+    main(["predict", *args, "--ckpt_path", str(tmp_path / "logs/demo/checkpoints/last.ckpt"),
+          "--data.predict_root", str(tiny_dataset / "val" / "circle"), "--predict_csv", str(tmp_path / "out.csv")])
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert len(rows) == 4
+    assert set(rows[0]) == {"file", "class1", "prob1", "class2", "prob2", "class3", "prob3"}  # 3 classes: top-3
+    assert rows[0]["class1"] in {"circle", "square", "triangle"}
+    assert math.isclose(sum(float(rows[0][f"prob{i}"]) for i in (1, 2, 3)), 1.0, abs_tol=1e-3)
+
+
+def test_without_imagenet_tiny_stops_at_once_with_one_clear_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "inception_next", "fit", "--config",
+                             str(EXPERIMENTS / "tiny.yaml"), "--data.root", str(tmp_path / "imagenet")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.root") and str(tmp_path / "imagenet") in last
+    assert "--data.root /path/to/imagenet" in last and "experiments/demo.yaml" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"),
+              *small_run(tiny_dataset, "--model.lr_per_1024", "1e30", "--model.warmup_epochs", "0",
+                         "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "0")])
+    assert stopped.value.code == 1
+    assert "training diverged: loss nan at epoch" in capsys.readouterr().err
