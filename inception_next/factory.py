@@ -55,7 +55,7 @@ def read_state_dict(path):
             checkpoint = checkpoint[key]
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise CheckpointError(f"checkpoint {path}: expected a state dict of tensors, bare or under 'model' / 'state_dict'")
-    if checkpoint and all(k.startswith("backbone.") for k in checkpoint if not k.startswith("ema_")):
+    if any(k.startswith("backbone.") for k in checkpoint):  # ours: the raw backbone, beside its EMA copy
         checkpoint = {k[len("backbone."):]: v for k, v in checkpoint.items() if k.startswith("backbone.")}
     return checkpoint
 
