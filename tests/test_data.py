@@ -42,6 +42,14 @@ def test_transforms_follow_the_paper():
     assert "Resize(size=384" in at_384 and "CenterCrop(size=(384, 384))" in at_384
 
 
+def test_randaugment_survives_its_strongest_posterize():
+    from timm.data.auto_augment import AugmentOp
+
+    strongest = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)  # keeps 0 bits: an all-black image
+    image = strongest(Image.new("RGB", (8, 8), (200, 100, 50)))
+    assert image.getpixel((0, 0)) == (0, 0, 0)
+
+
 def test_loaders_batch_per_device_and_drop_the_last_training_batch(tiny_dataset):
     data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32, batch_size=5, num_workers=0)
     data.setup("fit")
