@@ -135,6 +135,9 @@ def main(args=None):
         if args[:1] == ["benchmark"]:
             from .benchmark import main as benchmark
             return benchmark(args[1:])
+        if args[:1] == ["benchmark-data"]:
+            from .data_benchmark import main as benchmark_data
+            return benchmark_data(args[1:])
         sys.argv = sys.argv[:1]  # the arguments go in through `args`, expanded
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, args=expand_configs(args),
                          save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False)

@@ -33,3 +33,19 @@ def test_macs_only_reproduces_the_paper_table(tmp_path, capsys):
 def test_unknown_model_is_one_clear_error():
     with pytest.raises(SystemExit, match="--models: unknown nonexistent_net"):
         main(["--models", "nonexistent_net", "--device", "cpu"])
+
+
+def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
+    from inception_next.data_benchmark import main as benchmark_data
+
+    rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1"])
+    assert [r["transform"] for r in rows] == ["train", "eval"]
+    assert all(r["images"] == 4 and r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
+    assert "bare_timm_img_s" in capsys.readouterr().out
+
+
+def test_data_benchmark_names_a_bad_root(tmp_path):
+    from inception_next.data_benchmark import main as benchmark_data
+
+    with pytest.raises(SystemExit, match=f"error: {tmp_path / 'nowhere'}"):
+        benchmark_data(["--root", str(tmp_path / "nowhere")])
