@@ -1,10 +1,31 @@
-"""Callbacks the CLI attaches to every run: reports on data quality and prediction output."""
+"""Callbacks the CLI attaches to runs: step checkpoints, reports on data quality, prediction output."""
 
 import csv
 from pathlib import Path
 
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Write last.ckpt at the end of every epoch (after its validation) and, with `every_n_train_steps`, every that
+    many optimizer steps, so that `--ckpt_path last` loses at most that much work. (Lightning's own save_last only
+    rewrites it when a new best is saved.) Lightning saves atomically, to a temporary file then renamed, so a kill
+    mid-save leaves the previous last.ckpt whole."""
+
+    def __init__(self, dirpath, every_n_train_steps=None):
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
+                         enable_version_counter=False)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not (trainer.fast_dev_run or trainer.sanity_checking):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module):
+        pass
+
+    def on_train_end(self, trainer, pl_module):
+        pass
 
 
 class UnreadableFilesReport(Callback):

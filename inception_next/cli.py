@@ -14,10 +14,10 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI
 
-from .callbacks import TopKCSVWriter, UnreadableFilesReport
+from .callbacks import LastCheckpoint, TopKCSVWriter, UnreadableFilesReport
 from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError
-from .module import DivergenceError, ImageClassifier
+from .module import DivergenceError, ImageClassifier, RecipeError
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
@@ -81,11 +81,13 @@ class InceptionNeXtCLI(LightningCLI):
                             help="the recipe's global batch; gradient accumulation is derived from it")
         parser.add_argument("--predict_csv", type=str, default="predictions.csv",
                             help="where `predict` writes file, top-5 class names and probabilities")
+        parser.add_argument("--save_every_n_steps", type=int | None, default=None,
+                            help="write last.ckpt every N optimizer steps too, not only after each epoch")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.batch_size", "model.batch_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max",
-                             "checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False,
+                             "checkpoint.save_top_k": 1, "checkpoint.auto_insert_metric_name": False,
                              "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}"})
 
     def _settings(self):
@@ -101,12 +103,17 @@ class InceptionNeXtCLI(LightningCLI):
         super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
-        callbacks = kwargs.setdefault("callbacks", [])
+        settings = self._settings()
+        configured = self.config_init[self.subcommand].trainer.callbacks or []
+        callbacks = list(configured) if isinstance(configured, list) else [configured]
         callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(),
                       ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]))]
+        if self.subcommand == "fit":
+            callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
         if self.subcommand == "predict":
-            callbacks.append(TopKCSVWriter(self._settings().predict_csv))
-        trainer = super().instantiate_trainer(**kwargs)
+            callbacks.append(TopKCSVWriter(settings.predict_csv))
+        # The data module shards and orders the data itself, resumably (see data.ResumableSampler).
+        trainer = super().instantiate_trainer(callbacks=callbacks, use_distributed_sampler=False, **kwargs)
         self._derive_accumulation(trainer)
         return trainer
 
@@ -121,12 +128,17 @@ class InceptionNeXtCLI(LightningCLI):
         trainer.accumulate_grad_batches = target // per_step
 
     def after_fit(self):
-        checkpoint = self.trainer.checkpoint_callback
-        if self.trainer.is_global_zero and self.trainer.log_dir and checkpoint is not None:
-            print(f"logs: {self.trainer.log_dir}  (tensorboard --logdir {Path(self.trainer.log_dir).parent.parent})")
-            if checkpoint.best_model_path:
-                print(f"best checkpoint: {checkpoint.best_model_path} (val/top1 {checkpoint.best_model_score:.4f})")
-            print(f"last checkpoint: {checkpoint.last_model_path}")
+        best = next((cb for cb in self.trainer.checkpoint_callbacks if cb.monitor), None)
+        last = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if not self.trainer.is_global_zero:
+            return
+        if log_dir:
+            print(f"logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent.parent})")
+        if best is not None and best.best_model_path:
+            print(f"best checkpoint: {best.best_model_path} (val/top1 {best.best_model_score:.4f})")
+        if last is not None and last.last_model_path:
+            print(f"last checkpoint: {last.last_model_path}")
 
 
 def main(args=None):
@@ -138,9 +150,11 @@ def main(args=None):
         if args[:1] == ["benchmark-data"]:
             from .data_benchmark import main as benchmark_data
             return benchmark_data(args[1:])
-        sys.argv = sys.argv[:1]  # the arguments go in through `args`, expanded
-        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, args=expand_configs(args),
+        # LightningCLI reads the expanded command from sys.argv, where DDP's launcher also finds it to start the other
+        # processes (expanding an expanded command changes nothing).
+        sys.argv = sys.argv[:1] + expand_configs(args)
+        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule,
                          save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False)
-    except (ConfigError, DatasetError, CheckpointError, DivergenceError) as error:
+    except (ConfigError, DatasetError, CheckpointError, DivergenceError, RecipeError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

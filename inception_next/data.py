@@ -14,7 +14,9 @@ later (a truncated JPEG) stops validation with an error naming it.
 
 import multiprocessing
 import os
+import random
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import demo_data
 
@@ -75,6 +77,60 @@ def imagenet_class_names(folder_names):
     return list(folder_names)
 
 
+@contextmanager
+def seeded_randomness(seed):
+    """Draw from Python's, NumPy's and torch's generators seeded with `seed`, then put their states back, so that a
+    sample's augmentation depends on (seed, epoch, index) alone: not on the worker that loads it, on how many workers
+    there are, or on where training resumed. The caller's own random draws (Mixup, drop path) are left untouched."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class ResumableSampler(Sampler):
+    """Each epoch's order is a permutation drawn from (seed, epoch), split across ranks (rank r takes every
+    world_size-th index), so any rank can recompute it. `resume(epoch, start)` makes that epoch begin at its
+    `start`-th index, skipping what was trained before an interruption. Yields (index, augmentation seed) pairs.
+
+    Training shuffles and drops the tail that does not split evenly; evaluation keeps every index in order (ranks
+    may get one index more or less: each is evaluated exactly once, no padding duplicates to bias the metric)."""
+
+    def __init__(self, size, seed=0, shuffle=True, rank=0, world_size=1):
+        self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
+        self.epoch, self._resume_at = 0, None
+
+    def set_epoch(self, epoch):  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def resume(self, epoch, start):
+        self._resume_at = (epoch, start)
+
+    def __len__(self):
+        if self.shuffle:
+            return self.size // self.world_size
+        return len(range(self.rank, self.size, self.world_size))
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = order[self.rank:len(self) * self.world_size:self.world_size].tolist()
+        else:
+            order = list(range(self.rank, self.size, self.world_size))
+        start = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            start = self._resume_at[1]
+            self._resume_at = None
+        epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        return iter([(index, epoch_seed + index) for index in order[start:]])
+
+
 class ClassFolderDataset(Dataset):
     """(image, label) pairs from `split_dir/<class>/*`, labels indexing `classes`.
 
@@ -102,6 +158,8 @@ class ClassFolderDataset(Dataset):
             self.skipped.value += 1
 
     def __getitem__(self, index):
+        """`index`, or (index, seed) from ResumableSampler: the seed makes the augmentation reproducible."""
+        index, seed = index if isinstance(index, tuple) else (index, None)
         for attempt in range(len(self.samples)):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
@@ -114,7 +172,12 @@ class ClassFolderDataset(Dataset):
                     self._report(path, error)
         else:
             raise DatasetError(f"{self.split_dir}: no readable image at all")
-        return (self.transform(image) if self.transform else image), label
+        if self.transform is None:
+            return image, label
+        if seed is None:
+            return self.transform(image), label
+        with seeded_randomness(seed):
+            return self.transform(image), label
 
 
 class ImageFolderDataset(Dataset):
@@ -141,6 +204,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
         auto_augment, color_jitter, reprob, remode, scale, hflip, interpolation: timm's training transform.
         predict_root: folder of unlabelled images for `predict`.
+        seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
+
+    Under DDP the module shards the data itself (see ResumableSampler), so the Trainer runs with
+    `use_distributed_sampler=False` (the CLI sets it). Its state in a checkpoint records how far into the epoch
+    training got, so a run resumed mid-epoch continues with the next batch of the same order.
     """
 
     def __init__(self, root: str | None = None, img_size: int = 224, crop_pct: float | None = None,
@@ -148,7 +216,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                  persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                  color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
                  scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, interpolation: str = "bicubic",
-                 predict_root: str | None = None):
+                 predict_root: str | None = None, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.demo = root is None
@@ -158,6 +226,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self._classes = None
         self.train_set = self.val_set = self.predict_set = None
+        self.seed = seed
+        self._resume_at = None
 
     # -- classes: known before setup, so the CLI can hand num_classes to the model --------------------------------
     @property
@@ -258,20 +328,50 @@ class ImageFolderDataModule(L.LightningDataModule):
         """How many times a training file was skipped as unreadable so far (all loader workers together)."""
         return self.train_set.skipped.value if self.train_set is not None else 0
 
-    def _loader(self, dataset, train=False):
+    def _distribution(self):
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _sampler(self, dataset, train):
+        if self.seed is None:
+            self.seed = torch.initial_seed() % 2**31
+        rank, world_size = self._distribution()
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size)
+        if train and self._resume_at is not None:
+            sampler.resume(*self._resume_at)
+        return sampler
+
+    def _loader(self, dataset, sampler=None, train=False):
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=workers,
+        # Its own generator: starting an iterator then draws no seed from the global one, which Mixup and drop path
+        # use (a resumed run starts its iterators at other moments than an unbroken one).
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, num_workers=workers,
                           pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.hparams.persistent_workers and workers > 0)
+                          persistent_workers=self.hparams.persistent_workers and workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed or 0))
+
+    def state_dict(self):
+        """Saved in every checkpoint: the seed, and how many of this rank's samples the epoch has trained on."""
+        state = dict(seed=self.seed)
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            state.update(epoch=trainer.current_epoch, samples=batches * self.batch_size)
+        return state
+
+    def load_state_dict(self, state):
+        self.seed = state["seed"]
+        if "epoch" in state:
+            self._resume_at = (state["epoch"], state["samples"])
 
     def train_dataloader(self):
-        return self._loader(self.train_set, train=True)
+        return self._loader(self.train_set, self._sampler(self.train_set, train=True), train=True)
 
     def val_dataloader(self):
-        return self._loader(self.val_set)
+        return self._loader(self.val_set, self._sampler(self.val_set, train=False))
 
     def test_dataloader(self):
-        return self._loader(self.val_set)
+        return self.val_dataloader()
 
     def predict_dataloader(self):
         return self._loader(self.predict_set)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
-from .data import ClassFolderDataset, DatasetError, ImageFolderDataModule
+from .data import ClassFolderDataset, DatasetError, ImageFolderDataModule, ResumableSampler
 
 
 def bare_timm_transform(data, train):
@@ -45,12 +45,12 @@ def measure(data, split, images, rounds):
     train = split == "train"
     ours = ClassFolderDataset(data.root / split, data.classes,
                               data.train_transform() if train else data.eval_transform(), skip_unreadable=train)
-    order = torch.randperm(len(ours), generator=torch.Generator().manual_seed(0))[:images].tolist()
-    paths = [ours.samples[i][0] for i in order]
+    order = list(ResumableSampler(len(ours), seed=0))[:images]  # (index, augmentation seed), as training loads them
+    paths = [ours.samples[index][0] for index, _ in order]
     bare = bare_timm_transform(data, train)
 
     def ours_one(i):
-        return ours[order[i]]
+        return ours[order[i] if train else order[i][0]]
 
     def bare_one(i):
         with Image.open(paths[i]) as image:

@@ -1,8 +1,11 @@
 """The LightningModule: an image classifier around any registered backbone, with the paper's optimisation recipe."""
 
 import math
+import random
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.data import Mixup
@@ -16,6 +19,10 @@ from .factory import create_model
 
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss more often than allowed."""
+
+
+class RecipeError(ValueError):
+    """Settings that cannot work together; the message names them and what was expected."""
 
 
 def warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, warmup_lr, min_lr):
@@ -68,7 +75,12 @@ class ImageClassifier(L.LightningModule):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.ema = ModelEmaV3(self.backbone, decay=ema_decay) if ema_decay else None
+        if self.ema is not None:  # updated by averaging, never by gradients (DDP would wait for theirs)
+            self.ema.requires_grad_(False)
         mixing = mixup > 0 or cutmix > 0
+        if mixing and batch_size % 2:
+            raise RecipeError(f"data.batch_size {batch_size}: Mixup/CutMix (model.mixup {mixup}, model.cutmix "
+                              f"{cutmix}) pair images within a batch, so expected an even batch size")
         self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=mix_switch_prob,
                            label_smoothing=label_smoothing, num_classes=num_classes) if mixing else None
         self.train_loss = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(label_smoothing)
@@ -129,14 +141,53 @@ class ImageClassifier(L.LightningModule):
         self.nonfinite_steps += 1
         where = f"epoch {self.current_epoch}, global step {self.global_step}"
         if self.nonfinite_steps > self.hparams.max_nonfinite_steps:
-            raise DivergenceError(f"training diverged: loss {loss.item()} at {where}")
+            raise DivergenceError(f"training diverged: loss {loss.item()} at {where}; last good checkpoint: "
+                                  f"{self._newest_checkpoint() or 'none saved yet'} (left intact)")
         rank_zero_warn(f"non-finite loss at {where}: step skipped ({self.nonfinite_steps} of "
                        f"{self.hparams.max_nonfinite_steps} allowed)")
         return None
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def _newest_checkpoint(self):
+        paths = [Path(p) for cb in self.trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path)
+                 if p and Path(p).is_file()]
+        return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
+
+    # -- random state in checkpoints: a resumed run draws the same Mixup, drop path and dropout as an unbroken one --
+    def on_save_checkpoint(self, checkpoint):
+        version, python_state, gauss = random.getstate()
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint["random_state"] = dict(
+            python=(version, torch.tensor(python_state), gauss), torch=torch.get_rng_state(),
+            numpy=(kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("random_state")
+        if state is None:
+            return
+        version, python_state, gauss = state["python"]
+        random.setstate((version, tuple(python_state.tolist()), gauss))
+        kind, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.device_count() == len(state["cuda"]):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end, which runs after the callbacks': a checkpoint saved at this step
+        # must hold this step's average.
         if self.ema is not None:
             self.ema.update(self.backbone, step=self.global_step)
+
+    def on_validation_epoch_start(self):
+        # Without SyncBatchNorm, each DDP rank's BatchNorm statistics drift apart (timm averages them before each
+        # evaluation too): average them, so every rank validates, and rank 0 saves, one and the same model.
+        if self.trainer.world_size > 1:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                    for buffer in (module.running_mean, module.running_var):
+                        buffer.copy_(self.trainer.strategy.reduce(buffer, reduce_op="mean"))
 
     def _evaluate(self, batch, stage):
         images, targets = batch

@@ -47,5 +47,5 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 def test_data_benchmark_names_a_bad_root(tmp_path):
     from inception_next.data_benchmark import main as benchmark_data
 
-    with pytest.raises(SystemExit, match=f"error: {tmp_path / 'nowhere'}"):
+    with pytest.raises(SystemExit, match=f"error: data.root {tmp_path / 'nowhere'}: no such folder"):
         benchmark_data(["--root", str(tmp_path / "nowhere")])

@@ -196,3 +196,12 @@ def test_a_diverging_run_stops_with_a_clear_message(tiny_dataset, tmp_path, monk
                          "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "0")])
     assert stopped.value.code == 1
     assert "training diverged: loss nan at epoch" in capsys.readouterr().err
+
+
+def test_mixup_with_an_odd_batch_is_one_clear_error(tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--data.batch_size", "3")])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip() == ("error: data.batch_size 3: Mixup/CutMix (model.mixup 0.1, model.cutmix "
+                                               "0.0) pair images within a batch, so expected an even batch size")
