@@ -1,7 +1,14 @@
-"""Callbacks the CLI attaches to runs: step checkpoints, reports on data quality, prediction output."""
+"""Callbacks the CLI attaches to runs: last.ckpt, TensorBoard views, reports on data quality, prediction output."""
 
 import csv
+import re
+from collections import defaultdict
 from pathlib import Path
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision.utils import make_grid
 
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
@@ -26,6 +33,76 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer, pl_module):
         pass
+
+
+class TensorBoardViews(Callback):
+    """What the scalars alone do not show, for TensorBoard:
+    - `train/augmented_batch`: the first training batch as the network sees it (RandAugment, Mixup, CutMix);
+    - `layer_scale/stage<i>` (mean |gamma| over a stage's blocks) and `layer_scale/stage<i>.block<j>`: how much each
+      residual branch contributes, every `log_every_n_steps`;
+    - the HPARAMS tab: the run's settings with its latest and best val/top1, val/top5 and val/loss.
+    """
+
+    HPARAM_METRICS = ("val/top1", "val/top5", "val/loss")
+
+    def __init__(self, images=32):
+        self.images = images
+        self.best_top1 = None
+
+    @staticmethod
+    def _writer(trainer):
+        return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+    def on_fit_start(self, trainer, pl_module):
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None:
+            return
+        settings = dict(pl_module.hparams)
+        if trainer.datamodule is not None:
+            settings.update({f"data.{k}": v for k, v in trainer.datamodule.hparams.items()})
+        settings.update(max_epochs=trainer.max_epochs, precision=str(trainer.precision),
+                        global_batch=getattr(pl_module, "global_batch_size", None))
+        start = {f"hp/{name}": float("nan") for name in (*self.HPARAM_METRICS, "best_val/top1")}
+        logger.log_hyperparams(settings, start)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        writer = self._writer(trainer)
+        if writer is None or not trainer.is_global_zero:
+            return
+        if trainer.global_step == 1 or (trainer.global_step == 0 and batch_idx == 0):
+            images = getattr(pl_module, "last_inputs", batch[0])[:self.images].detach().float().cpu()
+            mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+            grid = make_grid((images * std + mean).clamp(0, 1), nrow=8)
+            writer.add_image("train/augmented_batch", grid, trainer.global_step)
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self._log_layer_scales(writer, pl_module, trainer.global_step)
+
+    @staticmethod
+    def _log_layer_scales(writer, pl_module, step):
+        stages = defaultdict(list)
+        for name, parameter in pl_module.named_parameters():
+            if not name.endswith(".gamma") or name.startswith("ema."):
+                continue
+            staged = re.search(r"stages\.(\d+)\.blocks\.(\d+)\.", name)  # isotropic models have one stage
+            stage, block = staged.groups() if staged else ("0", re.search(r"blocks\.(\d+)\.", name).group(1))
+            magnitude = parameter.detach().abs().mean().item()
+            stages[stage].append(magnitude)
+            writer.add_scalar(f"layer_scale/stage{stage}.block{block}", magnitude, step)
+        for stage, magnitudes in stages.items():
+            writer.add_scalar(f"layer_scale/stage{stage}", sum(magnitudes) / len(magnitudes), step)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        metrics = {name: trainer.callback_metrics[name].item() for name in self.HPARAM_METRICS
+                   if name in trainer.callback_metrics}
+        if logger is None or "val/top1" not in metrics:
+            return
+        self.best_top1 = max(metrics["val/top1"], self.best_top1 or 0.0)
+        metrics["best_val/top1"] = self.best_top1
+        logger.log_metrics({f"hp/{name}": value for name, value in metrics.items()}, step=trainer.global_step)
 
 
 class UnreadableFilesReport(Callback):

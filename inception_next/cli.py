@@ -14,7 +14,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI
 
-from .callbacks import LastCheckpoint, TopKCSVWriter, UnreadableFilesReport
+from .callbacks import LastCheckpoint, TensorBoardViews, TopKCSVWriter, UnreadableFilesReport
 from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError
 from .module import DivergenceError, ImageClassifier, RecipeError
@@ -106,8 +106,8 @@ class InceptionNeXtCLI(LightningCLI):
         settings = self._settings()
         configured = self.config_init[self.subcommand].trainer.callbacks or []
         callbacks = list(configured) if isinstance(configured, list) else [configured]
-        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(),
-                      ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]))]
+        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(), TensorBoardViews(),
+                      ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=10)]
         if self.subcommand == "fit":
             callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
         if self.subcommand == "predict":

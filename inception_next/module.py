@@ -90,6 +90,7 @@ class ImageClassifier(L.LightningModule):
             f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k)
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
+        self.last_inputs = None
 
     def configure_model(self):
         if self.hparams.compile:
@@ -130,6 +131,7 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
+        self.last_inputs = images  # what the network saw (after Mixup/CutMix), for callbacks that show it
         loss = self.train_loss(self(images), targets)
         if not torch.isfinite(loss):
             return self._nonfinite(loss)
