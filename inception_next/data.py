@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from . import demo_data
 
@@ -79,19 +79,23 @@ def imagenet_class_names(folder_names):
 
 @contextmanager
 def seeded_randomness(seed):
-    """Draw from Python's, NumPy's and torch's generators seeded with `seed`, then put their states back, so that a
-    sample's augmentation depends on (seed, epoch, index) alone: not on the worker that loads it, on how many workers
-    there are, or on where training resumed. The caller's own random draws (Mixup, drop path) are left untouched."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+    """Seed Python's, NumPy's and torch's generators with `seed`, so that a sample's augmentation depends on
+    (seed, epoch, index) alone: not on the worker that loads it, on how many workers there are, or on where training
+    resumed. A loader worker's generators serve nothing else, so there they are only reseeded (cheap); in the main
+    process (num_workers=0) their states are put back afterwards, leaving Mixup's and drop path's draws untouched."""
+    saved = None
+    if get_worker_info() is None:
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
 
 
 class ResumableSampler(Sampler):

@@ -1,23 +1,23 @@
 """`python -m inception_next benchmark-data`: decode + augment images/s of one loader worker, for the train and the
-eval transforms, through our data module beside a bare loop of `PIL.Image.open(...).convert("RGB")` and timm's
-`create_transform` built with the same arguments, on the same files. The difference is what our dataset code
-(mode handling, unreadable-file skipping) costs on top of the work timm and PIL do anyway.
+eval transforms, through our dataset beside a bare `PIL.Image.open(...).convert("RGB")` + timm `create_transform`
+built with the same arguments, on the same files. The difference is what our dataset code (mode handling,
+unreadable-file skipping, per-sample augmentation seeds) costs on top of the work PIL and timm do anyway.
 
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
     python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
 
-Both pipelines run in this one process with one thread, as a DataLoader worker does, alternating in rounds so that
-a noisy machine slows both alike; the median round is reported.
+Each pipeline runs in one DataLoader worker process (one thread), as in training; rounds alternate between the two
+so that a noisy machine slows both alike, and the median round is reported.
 """
 
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch.utils.data import DataLoader, Dataset
 
 from .data import ClassFolderDataset, DatasetError, ImageFolderDataModule, ResumableSampler
 
@@ -33,35 +33,42 @@ def bare_timm_transform(data, train):
     return create_transform(data.img_size, is_training=False, crop_pct=data.crop_pct, **common)
 
 
-def _images_per_second(load_one, count):
+class BareFiles(Dataset):
+    """The reference: open, convert, transform; nothing else."""
+
+    def __init__(self, paths, transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def _images_per_second(dataset, indices):
+    """Through one worker process, one sample at a time; the worker's start-up is left out of the timing."""
+    loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=1, prefetch_factor=4)
+    items = iter(loader)
+    next(items)
     start = time.perf_counter()
-    for index in range(count):
-        load_one(index)
+    count = sum(1 for _ in items)
     return count / (time.perf_counter() - start)
 
 
 def measure(data, split, images, rounds):
-    """Median images/s over `rounds` of (ours, bare) on the first `images` files of `split`, shuffled alike."""
+    """Median images/s over `rounds` of (ours, bare) on `images` files of `split`, in training's order."""
     train = split == "train"
     ours = ClassFolderDataset(data.root / split, data.classes,
                               data.train_transform() if train else data.eval_transform(), skip_unreadable=train)
-    order = list(ResumableSampler(len(ours), seed=0))[:images]  # (index, augmentation seed), as training loads them
-    paths = [ours.samples[index][0] for index, _ in order]
-    bare = bare_timm_transform(data, train)
-
-    def ours_one(i):
-        return ours[order[i] if train else order[i][0]]
-
-    def bare_one(i):
-        with Image.open(paths[i]) as image:
-            return bare(image.convert("RGB"))
-
-    ours_one(0), bare_one(0)  # warm-up: first-call costs (imports, caches) out of the timing
-    timings = [(_images_per_second(ours_one, len(order)), _images_per_second(bare_one, len(order)))
+    order = list(ResumableSampler(len(ours), seed=0, shuffle=train))[:images + 1]  # (index, augmentation seed)
+    bare = BareFiles([ours.samples[index][0] for index, _ in order], bare_timm_transform(data, train))
+    timings = [(_images_per_second(ours, order), _images_per_second(bare, list(range(len(order)))))
                for _ in range(rounds)]
     ours_speed = statistics.median(t[0] for t in timings)
     bare_speed = statistics.median(t[1] for t in timings)
-    return dict(transform=split if train else "eval", images=len(order), ours_img_s=round(ours_speed, 1),
+    return dict(transform=split if train else "eval", images=images, ours_img_s=round(ours_speed, 1),
                 bare_timm_img_s=round(bare_speed, 1), overhead_pct=round(100 * (bare_speed / ours_speed - 1), 1))
 
 
@@ -78,14 +85,14 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
-    torch.set_num_threads(1)  # one DataLoader worker
     data = ImageFolderDataModule(root=args.root, img_size=args.img_size, auto_augment=args.auto_augment)
     try:
         data.prepare_data()
         data.classes  # checks the layout: one clear line on a bad root
     except DatasetError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"{data.root}: {args.img_size} px, {args.images} images x {args.rounds} rounds, 1 thread (one worker)")
+    print(f"{data.root}: {args.img_size} px, {args.images} images x {args.rounds} rounds, one worker process each, "
+          f"torch {torch.__version__}")
     rows = [measure(data, split, args.images, args.rounds) for split in ("train", "val")]
     columns = list(rows[0])
     print("  ".join(f"{c:>15}" for c in columns))
