@@ -159,7 +159,7 @@ def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, mon
     assert scheduler["last_epoch"] == 12
     # The lr after resuming follows the 2-epoch schedule (the total is recomputed from max_epochs).
     lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
-    peak = 6.4e-2 * 4 / 1024
+    peak = 3.2e-2 * 4 / 1024  # demo.yaml lr_per_1024 x batch 4
     assert lr == pytest.approx(warmup_cosine_lr(12, 12, 6, peak, 1e-6, 1e-5))
     assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("best"))  # best kept beside last
 
@@ -201,7 +201,8 @@ def test_a_diverging_run_stops_with_a_clear_message(tiny_dataset, tmp_path, monk
 def test_mixup_with_an_odd_batch_is_one_clear_error(tiny_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--data.batch_size", "3")])
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"),
+              *small_run(tiny_dataset, "--data.batch_size", "3", "--model.mixup", "0.2")])
     assert stopped.value.code == 1
-    assert capsys.readouterr().err.strip() == ("error: data.batch_size 3: Mixup/CutMix (model.mixup 0.1, model.cutmix "
+    assert capsys.readouterr().err.strip() == ("error: data.batch_size 3: Mixup/CutMix (model.mixup 0.2, model.cutmix "
                                                "0.0) pair images within a batch, so expected an even batch size")
