@@ -108,8 +108,8 @@ class InceptionNeXtCLI(LightningCLI):
         callbacks = list(configured) if isinstance(configured, list) else [configured]
         callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(), TensorBoardViews(),
                       ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=10)]
-        if self.subcommand == "fit":
-            callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
+        # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
+        callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
         # The data module shards and orders the data itself, resumably (see data.ResumableSampler).
