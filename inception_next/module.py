@@ -14,6 +14,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from .complexity import count_macs
 from .factory import create_model
 
 
@@ -91,6 +92,7 @@ class ImageClassifier(L.LightningModule):
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
         self.last_inputs = None
+        self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
 
     def configure_model(self):
         if self.hparams.compile:
@@ -132,12 +134,22 @@ class ImageClassifier(L.LightningModule):
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
         self.last_inputs = images  # what the network saw (after Mixup/CutMix), for callbacks that show it
+        if self.flops_per_batch is None:
+            self.flops_per_batch = self._training_flops(images)
         loss = self.train_loss(self(images), targets)
         if not torch.isfinite(loss):
             return self._nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def _training_flops(self, images):
+        """FLOPs of one training step on this batch: forward and backward, about 3 x 2 FLOPs per forward MAC.
+        Counted on a copy of the architecture on the meta device, which allocates and computes nothing."""
+        h = self.hparams
+        with torch.device("meta"):
+            architecture = create_model(h.backbone, num_classes=h.num_classes, **(h.backbone_args or {}))
+        return 6 * count_macs(architecture, images.shape[-1]) * len(images)
 
     def _nonfinite(self, loss):
         self.nonfinite_steps += 1

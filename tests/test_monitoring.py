@@ -30,7 +30,7 @@ def events(tiny_dataset, tmp_path_factory):
 def test_scalars_cover_training_validation_ema_and_speed(events):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/lr", "val/loss", "val/top1", "val/top5", "val_ema/loss", "val_ema/top1",
-            "val_ema/top5", "train/device/samples_per_sec"} <= tags
+            "val_ema/top5", "train/device/samples_per_sec", "train/device/flops_per_sec"} <= tags
     assert len(events.Scalars("val/top1")) == 2  # one per epoch
 
 
