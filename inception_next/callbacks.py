@@ -47,14 +47,18 @@ class TensorBoardViews(Callback):
 
     def __init__(self, images=32):
         self.images = images
+        self.batch_shown = False
         self.best_top1 = None
 
     @staticmethod
-    def _writer(trainer):
-        return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    def _tensorboard(trainer):
+        """The run's TensorBoardLogger, on rank 0 only; None elsewhere or when logging elsewhere."""
+        if not trainer.is_global_zero:
+            return None
+        return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
 
     def on_fit_start(self, trainer, pl_module):
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        logger = self._tensorboard(trainer)
         if logger is None:
             return
         settings = dict(pl_module.hparams)
@@ -66,39 +70,43 @@ class TensorBoardViews(Callback):
         logger.log_hyperparams(settings, start)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        writer = self._writer(trainer)
-        if writer is None or not trainer.is_global_zero:
+        logger = self._tensorboard(trainer)
+        if logger is None:
             return
-        if trainer.global_step == 1 or (trainer.global_step == 0 and batch_idx == 0):
-            images = getattr(pl_module, "last_inputs", batch[0])[:self.images].detach().float().cpu()
+        if not self.batch_shown:
+            self.batch_shown = True
+            inputs = getattr(pl_module, "last_inputs", None)
+            images = (batch[0] if inputs is None else inputs)[:self.images].detach().float().cpu()
             mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
             std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
             grid = make_grid((images * std + mean).clamp(0, 1), nrow=8)
-            writer.add_image("train/augmented_batch", grid, trainer.global_step)
+            logger.experiment.add_image("train/augmented_batch", grid, trainer.global_step)
         if trainer.global_step % trainer.log_every_n_steps == 0:
-            self._log_layer_scales(writer, pl_module, trainer.global_step)
+            self._log_layer_scales(logger.experiment, pl_module, trainer.global_step)
 
     @staticmethod
     def _log_layer_scales(writer, pl_module, step):
-        stages = defaultdict(list)
+        names, gammas = [], []
         for name, parameter in pl_module.named_parameters():
-            if not name.endswith(".gamma") or name.startswith("ema."):
-                continue
+            if name.endswith(".gamma") and not name.startswith("ema."):
+                names.append(name)
+                gammas.append(parameter.detach().abs().mean())
+        if not gammas:
+            return
+        stages = defaultdict(list)
+        for name, magnitude in zip(names, torch.stack(gammas).tolist()):  # one device-to-host copy, not one a block
             staged = re.search(r"stages\.(\d+)\.blocks\.(\d+)\.", name)  # isotropic models have one stage
             stage, block = staged.groups() if staged else ("0", re.search(r"blocks\.(\d+)\.", name).group(1))
-            magnitude = parameter.detach().abs().mean().item()
             stages[stage].append(magnitude)
             writer.add_scalar(f"layer_scale/stage{stage}.block{block}", magnitude, step)
         for stage, magnitudes in stages.items():
             writer.add_scalar(f"layer_scale/stage{stage}", sum(magnitudes) / len(magnitudes), step)
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        logger = self._tensorboard(trainer)
         metrics = {name: trainer.callback_metrics[name].item() for name in self.HPARAM_METRICS
                    if name in trainer.callback_metrics}
-        if logger is None or "val/top1" not in metrics:
+        if logger is None or trainer.sanity_checking or "val/top1" not in metrics:
             return
         self.best_top1 = max(metrics["val/top1"], self.best_top1 or 0.0)
         metrics["best_val/top1"] = self.best_top1

@@ -3,6 +3,7 @@ The tests put this folder on PYTHONPATH for their subprocesses."""
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -39,7 +40,6 @@ class KillDuringSave(Callback):
             opener.f.write(data[:len(data) // 2])
             opener.f.flush()
             signal_file.touch()
-            import time
             time.sleep(600)
 
         LocalFileOpener.write = stalling_write
