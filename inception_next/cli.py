@@ -7,6 +7,7 @@ later files, then command-line flags, override earlier ones. Without `--config`,
 """
 
 import sys
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -101,6 +102,22 @@ class InceptionNeXtCLI(LightningCLI):
             settings.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
                 save_dir=str(logs), name=settings.experiment, default_hp_metric=False))
         super().instantiate_classes()
+
+    def parse_arguments(self, parser, args):
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        settings = self.config[subcommand] if subcommand else self.config
+        self._check_checkpoint_path(settings.get("ckpt_path"))  # before LightningCLI reads the file
+
+    @staticmethod
+    def _check_checkpoint_path(path):
+        """A named checkpoint must be a file torch.save wrote (a zip archive); "last", "best"... are Lightning's."""
+        if path is None or path in ("last", "best", "hpc", "registry") or path.startswith("registry:"):
+            return
+        if not Path(path).is_file():
+            raise ConfigError(f"--ckpt_path {path}: no such file; expected a checkpoint (.ckpt) or `last`")
+        if not zipfile.is_zipfile(path):
+            raise ConfigError(f"--ckpt_path {path}: not a checkpoint written by torch.save; expected a .ckpt file")
 
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()

@@ -206,3 +206,18 @@ def test_mixup_with_an_odd_batch_is_one_clear_error(tiny_dataset, tmp_path, monk
     assert stopped.value.code == 1
     assert capsys.readouterr().err.strip() == ("error: data.batch_size 3: Mixup/CutMix (model.mixup 0.2, model.cutmix "
                                                "0.0) pair images within a batch, so expected an even batch size")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing.ckpt", "no such file; expected a checkpoint (.ckpt) or `last`"),
+    (lambda tmp: (tmp / "notes.ckpt").write_text("not a checkpoint") and tmp / "notes.ckpt",
+     "not a checkpoint written by torch.save; expected a .ckpt file"),
+])
+def test_a_bad_checkpoint_path_is_one_clear_error(make, message, tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = make(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["validate", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset),
+              "--ckpt_path", str(path)])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: --ckpt_path {path}: {message}"
