@@ -88,7 +88,7 @@ def seeded_randomness(seed):
         saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
+    torch.default_generator.manual_seed(seed % 2**63)
     try:
         yield
     finally:
@@ -102,6 +102,10 @@ class ResumableSampler(Sampler):
     """Each epoch's order is a permutation drawn from (seed, epoch), split across ranks (rank r takes every
     world_size-th index), so any rank can recompute it. `resume(epoch, start)` makes that epoch begin at its
     `start`-th index, skipping what was trained before an interruption. Yields (index, augmentation seed) pairs.
+
+    The order is drawn when iteration starts. A DataLoader with workers starts it as soon as its iterator is made
+    (the workers prefetch), which Lightning does before it calls `set_epoch` on resuming, so the data module sets
+    the epoch itself when it builds the sampler.
 
     Training shuffles and drops the tail that does not split evenly; evaluation keeps every index in order (ranks
     may get one index more or less: each is evaluated exactly once, no padding duplicates to bias the metric)."""
@@ -342,7 +346,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         rank, world_size = self._distribution()
         sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size)
         if train and self._resume_at is not None:
+            sampler.set_epoch(self._resume_at[0])
             sampler.resume(*self._resume_at)
+            self._resume_at = None
+        elif train and self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
         return sampler
 
     def _loader(self, dataset, sampler=None, train=False):
@@ -355,12 +363,17 @@ class ImageFolderDataModule(L.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed or 0))
 
     def state_dict(self):
-        """Saved in every checkpoint: the seed, and how many of this rank's samples the epoch has trained on."""
+        """Saved in every checkpoint: the seed, and where the next training batch comes from (epoch, and how many
+        of this rank's samples that epoch has already trained on). A save at an epoch's last batch, during its
+        validation or at its end points to the start of the next epoch."""
         state = dict(seed=self.seed)
         trainer = self.trainer
-        if trainer is not None and trainer.training:
+        if trainer is not None and trainer.state.fn == "fit":
             batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            state.update(epoch=trainer.current_epoch, samples=batches * self.batch_size)
+            epoch = trainer.current_epoch
+            if batches >= trainer.num_training_batches:
+                epoch, batches = epoch + 1, 0
+            state.update(epoch=epoch, samples=batches * self.batch_size)
         return state
 
     def load_state_dict(self, state):
