@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 class LastCheckpoint(ModelCheckpoint):
     """Write last.ckpt at the end of every epoch (after its validation) and, with `every_n_train_steps`, every that
     many optimizer steps, so that `--ckpt_path last` loses at most that much work. (Lightning's own save_last only
-    rewrites it when a new best is saved.) Lightning saves atomically, to a temporary file then renamed, so a kill
+    rewrites it when a new best is saved.) Saves go through checkpoints.AtomicCheckpointIO, so a kill or a full disk
     mid-save leaves the previous last.ckpt whole."""
 
     def __init__(self, dirpath, every_n_train_steps=None):

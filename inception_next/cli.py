@@ -6,18 +6,24 @@ state only what differs. The chain is handed to LightningCLI as successive `--co
 later files, then command-line flags, override earlier ones. Without `--config`, `experiments/demo.yaml` is used.
 """
 
+import re
 import sys
-import zipfile
+import tempfile
 from pathlib import Path
 
+import lightning as L
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from .callbacks import LastCheckpoint, TensorBoardViews, TopKCSVWriter, UnreadableFilesReport
+from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
+                          remove_partial_saves)
 from .data import DatasetError, ImageFolderDataModule
-from .factory import CheckpointError
+from .factory import CheckpointError, ModelConfigError
 from .module import DivergenceError, ImageClassifier, RecipeError
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -74,10 +80,36 @@ def expand_configs(args):
     return expanded
 
 
+class Trainer(L.Trainer):
+    """Lightning's Trainer, with batch limits typed so that the command line reads `--trainer.limit_train_batches 1`
+    as one batch (an integer, as Lightning documents) and 0.5 as half the batches. (Lightning annotates them
+    float-first, so the parser would turn 1 into 1.0: the whole epoch.)"""
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs):
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches, **kwargs)
+
+
+def check_writable(folder, flag):
+    """Create `folder` if needed and write a file in it, so that a folder the run cannot write to stops it before
+    any work rather than at its first save."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{flag} {folder}: not writable ({error.strerror or error}); expected a folder this user "
+                          "can create files in") from None
+
+
 class InceptionNeXtCLI(LightningCLI):
     def add_arguments_to_parser(self, parser):
         parser.add_argument("--experiment", type=str, default="default",
-                            help="run name: logs go to logs/<experiment>/, checkpoints to logs/<experiment>/checkpoints")
+                            help="run name: runs go to <trainer.default_root_dir>/<experiment>/version_N/, each with "
+                                 "its checkpoints/")
         parser.add_argument("--global_batch_size", type=int | None, default=None,
                             help="the recipe's global batch; gradient accumulation is derived from it")
         parser.add_argument("--predict_csv", type=str, default="predictions.csv",
@@ -87,37 +119,66 @@ class InceptionNeXtCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.batch_size", "model.batch_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max",
-                             "checkpoint.save_top_k": 1, "checkpoint.auto_insert_metric_name": False,
+        parser.set_defaults({"trainer.default_root_dir": "logs", "checkpoint.monitor": "val/top1",
+                             "checkpoint.mode": "max", "checkpoint.save_top_k": 1,
+                             "checkpoint.auto_insert_metric_name": False,
                              "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}"})
 
     def _settings(self):
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def instantiate_classes(self):
-        settings = self._settings()
-        logs = Path.cwd() / "logs"
-        settings.checkpoint.dirpath = settings.checkpoint.dirpath or str(logs / settings.experiment / "checkpoints")
-        if settings.trainer.logger in (None, True):
-            settings.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
-                save_dir=str(logs), name=settings.experiment, default_hp_metric=False))
-        super().instantiate_classes()
+    def _experiment_dir(self, settings):
+        return Path(settings.trainer.default_root_dir).expanduser().resolve() / settings.experiment
 
     def parse_arguments(self, parser, args):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         settings = self.config[subcommand] if subcommand else self.config
-        self._check_checkpoint_path(settings.get("ckpt_path"))  # before LightningCLI reads the file
+        self.resumed_run = None
+        if subcommand:  # before LightningCLI reads the checkpoint's hyperparameters
+            settings.ckpt_path = self._resolve_checkpoint(subcommand, settings)
 
-    @staticmethod
-    def _check_checkpoint_path(path):
-        """A named checkpoint must be a file torch.save wrote (a zip archive); "last", "best"... are Lightning's."""
-        if path is None or path in ("last", "best", "hpc", "registry") or path.startswith("registry:"):
-            return
-        if not Path(path).is_file():
-            raise ConfigError(f"--ckpt_path {path}: no such file; expected a checkpoint (.ckpt) or `last`")
-        if not zipfile.is_zipfile(path):
-            raise ConfigError(f"--ckpt_path {path}: not a checkpoint written by torch.save; expected a .ckpt file")
+    def _resolve_checkpoint(self, subcommand, settings):
+        """`last` / `best`: the newest whole one of this experiment's newest run (named, so the user sees which);
+        a file: checked whole. A fit continues the run that holds its checkpoint, in that run's folder."""
+        path = settings.get("ckpt_path")
+        if path is None:
+            return None
+        if path in ("last", "best"):
+            experiment_dir = self._experiment_dir(settings)
+            found = find_checkpoint(experiment_dir, path)
+            if found is None:
+                if subcommand == "fit" and path == "last":
+                    rank_zero_info(f"--ckpt_path last: no checkpoint under {experiment_dir} yet; starting a new run")
+                    return None
+                raise CheckpointError(f"--ckpt_path {path}: no checkpoint under {experiment_dir}; expected a "
+                                      f"finished `fit` of experiment {settings.experiment!r} there")
+            rank_zero_info(f"--ckpt_path {path}: {found}")
+        else:
+            found = check_checkpoint(path)
+        run = found.resolve().parent.parent
+        if (subcommand == "fit" and found.parent.name == "checkpoints" and run.name.startswith("version_")
+                and run.parent == self._experiment_dir(settings)):
+            self.resumed_run = run
+            check_writable(run / "checkpoints", "checkpoint folder")
+            remove_partial_saves(run)
+        return str(found)
+
+    def instantiate_classes(self):
+        settings = self._settings()
+        # Absolute, so that every path the run prints and saves names one place whatever the working folder.
+        settings.trainer.default_root_dir = str(Path(settings.trainer.default_root_dir).expanduser().resolve())
+        if self.subcommand == "fit":
+            check_writable(self._experiment_dir(settings), "--trainer.default_root_dir")
+        if self.subcommand == "predict":
+            check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
+        if settings.trainer.logger in (None, True):
+            settings.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=settings.trainer.default_root_dir, name=settings.experiment,
+                                    version=self.resumed_run.name if self.resumed_run else None,
+                                    default_hp_metric=False))
+        super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()
@@ -129,8 +190,12 @@ class InceptionNeXtCLI(LightningCLI):
         callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
+        plugins = self.config_init[self.subcommand].trainer.plugins or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        plugins.append(AtomicCheckpointIO())
         # The data module shards and orders the data itself, resumably (see data.ResumableSampler).
-        trainer = super().instantiate_trainer(callbacks=callbacks, use_distributed_sampler=False, **kwargs)
+        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, use_distributed_sampler=False,
+                                              **kwargs)
         self._derive_accumulation(trainer)
         return trainer
 
@@ -153,9 +218,30 @@ class InceptionNeXtCLI(LightningCLI):
         if log_dir:
             print(f"logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent.parent})")
         if best is not None and best.best_model_path:
-            print(f"best checkpoint: {best.best_model_path} (val/top1 {best.best_model_score:.4f})")
+            score = f" (val/top1 {best.best_model_score:.4f})" if best.best_model_score is not None else ""
+            print(f"best checkpoint: {best.best_model_path}{score}")
         if last is not None and last.last_model_path:
             print(f"last checkpoint: {last.last_model_path}")
+
+
+def one_line(parse_error):
+    """jsonargparse's multi-line message as one line: `--key value: expected <types>` where it names a key."""
+    message = str(parse_error)
+    keyed = re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S)
+    if not keyed:
+        return " ".join(message.split())
+    key, detail = keyed.groups()
+    given = re.search(r"(?:Given|Got) value: (.*)", detail)
+    expected = re.findall(r"Expected a (<class '[^']+'>|typing\.Literal\[[^\]]*\]|[^\s.]+)", detail)
+    if not (given and expected):
+        return f"--{key}: {' '.join(detail.split())}"
+
+    def readable(kind):
+        kind = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", kind)
+        kind = re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", kind)
+        return "null" if kind == "NoneType" else kind
+
+    return f"--{key} {given.group(1).strip()}: expected {' or '.join(dict.fromkeys(map(readable, expected)))}"
 
 
 def main(args=None):
@@ -170,8 +256,14 @@ def main(args=None):
         # LightningCLI reads the expanded command from sys.argv, where DDP's launcher also finds it to start the other
         # processes (expanding an expanded command changes nothing).
         sys.argv = sys.argv[:1] + expand_configs(args)
-        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule,
-                         save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False)
-    except (ConfigError, DatasetError, CheckpointError, DivergenceError, RecipeError) as error:
+        strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
+        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
+                         save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False,
+                         parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}})
+    except ArgumentError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except (ConfigError, DatasetError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
+            ModelConfigError, MisconfigurationException) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -32,7 +32,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 class DatasetError(ValueError):
-    """A dataset folder that is not laid out as expected; the message names the path and what was expected."""
+    """A dataset folder or data setting that is not as expected; the message names it and what was expected."""
 
 
 class UnreadableImageError(DatasetError):
@@ -227,6 +227,12 @@ class ImageFolderDataModule(L.LightningDataModule):
                  predict_root: str | None = None, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
+        for name, least in (("img_size", 1), ("batch_size", 1), ("num_workers", 0)):
+            value = self.hparams[name]
+            if not isinstance(value, int) or value < least:
+                raise DatasetError(f"data.{name} {value}: expected an integer of at least {least}")
+        if crop_pct is not None and not 0 < crop_pct <= 1:
+            raise DatasetError(f"data.crop_pct {crop_pct}: expected a fraction in (0, 1]")
         self.demo = root is None
         self.root = demo_data.default_root() if self.demo else Path(root).expanduser()
         self.img_size = img_size
@@ -263,8 +269,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             if not (root / split).is_dir():
                 raise DatasetError(f"data.root {root}: no {split}/ folder; expected {root / split}/<class>/<images>")
         classes = list_classes(root / "train")
-        if not classes:
-            raise DatasetError(f"{root / 'train'}: no class folders; expected {root / 'train'}/<class>/<images>")
+        if len(classes) < 2:
+            raise DatasetError(f"{root / 'train'}: {len(classes)} class folder(s) {classes}; expected at least 2, "
+                               f"as {root / 'train'}/<class>/<images>")
         val_classes = list_classes(root / "val")
         extra = sorted(set(val_classes) - set(classes))
         if extra:

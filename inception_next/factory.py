@@ -9,7 +9,12 @@ from .model import VARIANTS
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the model asked for; the message lists what does not fit."""
+    """A checkpoint that cannot be loaded (missing, damaged, or not fitting the model asked for); the message names
+    the file and what does not fit."""
+
+
+class ModelConfigError(ValueError):
+    """A model name or argument that no registered variant accepts."""
 
 
 def list_models():
@@ -24,7 +29,7 @@ def create_model(name, pretrained=None, **overrides):
     checkpoint to load (see `load_pretrained`).
     """
     if name not in VARIANTS:
-        raise ValueError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
+        raise ModelConfigError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
     network, args = VARIANTS[name]
     args = dict(args)
     for key, value in overrides.items():
@@ -34,7 +39,7 @@ def create_model(name, pretrained=None, **overrides):
     try:
         model = network(**args)
     except TypeError as error:
-        raise ValueError(f"model {name!r}: {error}") from None
+        raise ModelConfigError(f"model {name!r}: {error}") from None
     if pretrained:
         load_pretrained(model, pretrained)
     return model

@@ -1,48 +1,69 @@
-"""Callbacks that break a run on purpose, passed to the real CLI with `--trainer.callbacks+=interruptions.<Name>`.
-The tests put this folder on PYTHONPATH for their subprocesses."""
+"""Callbacks that watch or break a run on purpose, passed to the real CLI with
+`--trainer.callbacks+=interruptions.<Name>`. The tests put this folder on PYTHONPATH for their subprocesses."""
 
+import hashlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
 
-class KillAtStep(Callback):
-    """SIGKILL this process as the optimizer step `step` begins: no cleanup, no exception handler, like the OOM
-    killer or a preempted node."""
+def die():
+    """SIGKILL this process: no cleanup, no exception handler, like the OOM killer or a preempted node."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
-    def __init__(self, step: int):
-        self.step = step
+
+class RecordBatches(Callback):
+    """Append one line per training batch to `path`: epoch, batch index, global step, a digest of the batch (images
+    and labels) and the lr it is trained with. Written before the step, flushed, so a kill loses no line."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        images, labels = batch
+        digest = hashlib.sha1(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        with open(self.path, "a") as handle:
+            handle.write(f"{trainer.current_epoch} {batch_idx} {trainer.global_step} {digest} {lr!r}\n")
 
 
-class KillDuringSave(Callback):
-    """From optimizer step `step` on, make checkpoint writes stall half-way through the file, after touching
-    `signal_file`, so that the test can SIGKILL the process in the middle of a save."""
+class KillAt(Callback):
+    """SIGKILL the run at `moment`:
+    - `step:N`: as optimizer step N begins;
+    - `epoch_end:E`: after epoch E has ended and its last.ckpt is saved, before the next epoch's first batch;
+    - `validation:E`: in the middle of epoch E's validation (its second batch);
+    - `save:N`: in the middle of writing the first checkpoint saved from step N on (half of the file written)."""
 
-    def __init__(self, step: int, signal_file: str):
-        self.step, self.signal_file = step, Path(signal_file)
+    def __init__(self, moment: str):
+        kind, value = moment.split(":")
+        self.kind, self.value = kind, int(value)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.kind == "step" and trainer.global_step == self.value:
+            die()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.kind == "epoch_end" and trainer.current_epoch == self.value + 1:
+            die()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if (self.kind == "validation" and not trainer.sanity_checking and trainer.current_epoch == self.value
+                and batch_idx == 1):
+            die()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step != self.step:
-            return
-        from fsspec.implementations.local import LocalFileOpener
+        if self.kind == "save" and trainer.global_step >= self.value:
+            from inception_next import checkpoints
 
-        signal_file = self.signal_file
+            def half_then_die(handle, data):
+                handle.write(data[:len(data) // 2])
+                handle.flush()
+                die()
 
-        def stalling_write(opener, data):
-            opener.f.write(data[:len(data) // 2])
-            opener.f.flush()
-            signal_file.touch()
-            time.sleep(600)
-
-        LocalFileOpener.write = stalling_write
+            checkpoints.write_bytes = half_then_die
 
 
 class PoisonAtStep(Callback):

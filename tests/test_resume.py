@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from inception_next.checkpoints import PARTIAL_SUFFIX, check_checkpoint
 from inception_next.cli import EXPERIMENTS, main
 from inception_next.data import ClassFolderDataset, ImageFolderDataModule, ResumableSampler
 from inception_next.module import ImageClassifier
@@ -31,8 +33,8 @@ def run_flags(dataset, *extra):
             "--model.ema_decay", "0.9", "--save_every_n_steps", "2", *extra]
 
 
-def cli(args, cwd, check=True):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+def cli(args, cwd, check=True, env=None):
+    env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 or not check, done.stderr[-3000:]
@@ -88,41 +90,192 @@ def test_augmentation_depends_on_the_sample_seed_only(tiny_dataset):
     assert (random.random(), np.random.rand(), torch.rand(1)) == before  # loading a sample draws from no caller RNG
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_dataset, tmp_path):
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "broken").mkdir()
-    cli(["fit", *run_flags(tiny_dataset)], cwd=tmp_path / "whole")
-    killed = cli(["fit", *run_flags(tiny_dataset, "--trainer.callbacks+=interruptions.KillAtStep",
-                                    "--trainer.callbacks.step=9")], cwd=tmp_path / "broken", check=False)
-    assert killed.returncode == -signal.SIGKILL
-    checkpoints = tmp_path / "broken" / "logs" / "demo" / "checkpoints"
-    interrupted = torch.load(checkpoints / "last.ckpt", weights_only=False)
-    assert (interrupted["global_step"], interrupted["epoch"]) == (8, 1)  # mid-epoch 1: 2 of its 6 steps done
-    cli(["fit", *run_flags(tiny_dataset, "--ckpt_path", "last")], cwd=tmp_path / "broken")
-    whole = weights(tmp_path / "whole" / "logs" / "demo" / "checkpoints" / "last.ckpt")
-    resumed = weights(checkpoints / "last.ckpt")
-    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 12
-    worst = max((whole[k].double() - resumed[k].double()).abs().max().item() for k in whole)
-    print(f"largest difference, resumed vs uninterrupted: {worst:.3g}")
+def read_records(path):
+    """RecordBatches' lines: [(epoch, batch index, global step, batch digest, lr)]."""
+    rows = [line.split() for line in Path(path).read_text().splitlines()]
+    return [(int(epoch), int(index), int(step), digest, float(lr)) for epoch, index, step, digest, lr in rows]
+
+
+CHAIN_FLAGS = ("--trainer.max_epochs", "3", "--save_every_n_steps", "4")  # 18 steps; saves at 4, 8, 12, 16, epoch ends
+
+
+@pytest.fixture(scope="module")
+def unbroken(tiny_dataset, tmp_path_factory):
+    """An uninterrupted run with no loader worker: every step's batch and lr, and the final weights."""
+    folder = tmp_path_factory.mktemp("unbroken")
+    record = folder / "batches.txt"
+    cli(["fit", *run_flags(tiny_dataset, *CHAIN_FLAGS, "--trainer.callbacks+=interruptions.RecordBatches",
+                           f"--trainer.callbacks.path={record}")], cwd=folder)
+    last = folder / "logs/demo/version_0/checkpoints/last.ckpt"
+    return read_records(record), weights(last), last.stat().st_size
+
+
+def kill_moments(seed):
+    """A kill mid-epoch at a random step (one that has to be trained again), at an epoch's end, mid-validation and
+    at a random save, in the order they come in the run's 3 epochs."""
+    rng = random.Random(seed)
+    moments = [("step", rng.choice([1, 2, 3, 5])), ("epoch_end", 0), ("validation", 1),
+               ("save", rng.randrange(13, 16))]
+    order = {"step": lambda v: v, "epoch_end": lambda v: 6 * v + 6, "validation": lambda v: 6 * v + 6,
+             "save": lambda v: v}
+    moments.sort(key=lambda m: order[m[0]](m[1]))
+    return [f"{kind}:{value}" for kind, value in moments]
+
+
+@pytest.mark.parametrize("workers, persistent, seed", [(1, "false", 11), (2, "true", 12)])
+def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, seed, unbroken, tiny_dataset, tmp_path):
+    """Kill one run four times (mid-epoch, at an epoch's end, mid-validation, mid-save), resuming each time with
+    `--ckpt_path last`: every step trains on the unbroken run's batch with its lr, and the weights end the same."""
+    record = tmp_path / "batches.txt"
+    flags = run_flags(tiny_dataset, *CHAIN_FLAGS, "--data.num_workers", str(workers), "--data.persistent_workers",
+                      persistent, "--ckpt_path", "last", "--trainer.callbacks+=interruptions.RecordBatches",
+                      f"--trainer.callbacks.path={record}")
+    last = tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"
+    trained = {}  # global step -> what trained it, later runs replacing what a killed one did after its checkpoint
+    moments = kill_moments(seed)
+    for moment in [*moments, None]:
+        resumed_from = torch.load(last, weights_only=False)["global_step"] if last.exists() else 0
+        record.unlink(missing_ok=True)
+        kill = ["--trainer.callbacks+=interruptions.KillAt", f"--trainer.callbacks.moment={moment}"] if moment else []
+        done = cli(["fit", *flags, *kill], cwd=tmp_path, check=moment is None)
+        assert done.returncode == (-signal.SIGKILL if moment else 0), (moment, done.stderr[-2000:])
+        records = read_records(record)
+        assert records[0][2] == resumed_from, f"after the kill before {moment}: resumed at the saved step"
+        trained.update({step: (epoch, index, step, digest, lr) for epoch, index, step, digest, lr in records})
+    expected, final, _ = unbroken
+    assert [trained[step] for step in sorted(trained)] == expected, f"kills at {moments}"
+    assert [p.name for p in (tmp_path / "logs/demo").iterdir()] == ["version_0"]  # one run folder, continued
+    resumed = weights(last)
+    worst = max((final[k].double() - resumed[k].double()).abs().max().item() for k in final)
+    print(f"kills at {moments}; largest weight difference to the unbroken run: {worst:.3g}")
     assert worst < 1e-6
 
 
-def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tiny_dataset, tmp_path):
-    signal_file = tmp_path / "saving"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inception_next", "fit",
-         *run_flags(tiny_dataset, "--trainer.callbacks+=interruptions.KillDuringSave", "--trainer.callbacks.step=4",
-                    f"--trainer.callbacks.signal_file={signal_file}")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not signal_file.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert signal_file.exists(), "the run never reached the stalled save"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    last = tmp_path / "logs" / "demo" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 2  # the save at step 4 never replaced it
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount tmpfs filesystems under tmp_path: `tmpfs(name, size, read_only=False)` returns the mounted folder."""
+    mounted = []
+
+    def mount(name, size, read_only=False):
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs (another filesystem, a small or a read-only one) needs root")
+        folder = tmp_path / name
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)])
+
+
+def test_a_kill_mid_save_across_filesystems_leaves_the_previous_checkpoint(tiny_dataset, tmp_path, tmpfs):
+    """$TMPDIR on a tmpfs, the logs on the disk: Lightning's own save moved its temporary file across them, copying
+    over last.ckpt in place. Killed mid-save, the previous last.ckpt must load; the next start clears the debris."""
+    env = dict(os.environ, TMPDIR=str(tmpfs("tmp", "200m")))
+    checkpoints = tmp_path / "logs/demo/version_0/checkpoints"
+    killed = cli(["fit", *run_flags(tiny_dataset, "--trainer.callbacks+=interruptions.KillAt",
+                                    "--trainer.callbacks.moment=save:4")], cwd=tmp_path, env=env, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert os.stat(env["TMPDIR"]).st_dev != os.stat(checkpoints).st_dev
+    assert check_checkpoint(checkpoints / "last.ckpt")
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert [p.name for p in checkpoints.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]  # the half-written new one
+    cli(["fit", *run_flags(tiny_dataset, "--ckpt_path", "last", "--trainer.max_epochs", "1")], cwd=tmp_path, env=env)
+    assert not [p for p in checkpoints.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tiny_dataset, tmp_path, tmpfs, unbroken):
+    """Room for two checkpoints and a half: the third save cannot fit beside them."""
+    checkpoint_size = unbroken[2]
+    disk = tmpfs("disk", f"{int(2.5 * checkpoint_size / 2**20)}m")
+    done = cli(["fit", *run_flags(tiny_dataset, "--trainer.default_root_dir", str(disk))], cwd=tmp_path, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    message = done.stderr.strip().splitlines()[-1]
+    checkpoints = disk / "demo/version_0/checkpoints"
+    assert message.startswith("error: could not save ") and f" in {checkpoints}: No space left on device" in message
+    assert "it needs" in message and "MB free there" in message and "Traceback" not in done.stderr
+    names = sorted(p.name for p in checkpoints.iterdir())
+    assert not [n for n in names if n.endswith(PARTIAL_SUFFIX)]
+    for name in names:  # every checkpoint under a checkpoint's name is whole
+        check_checkpoint(checkpoints / name)
+    assert "last.ckpt" in names
+
+
+def test_a_read_only_log_folder_stops_before_training(tiny_dataset, tmp_path, tmpfs):
+    read_only = tmpfs("ro", "1m", read_only=True)
+    done = cli(["fit", *run_flags(tiny_dataset, "--trainer.default_root_dir", str(read_only))], cwd=tmp_path,
+               check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --trainer.default_root_dir {read_only / 'demo'}: not writable (Read-only file system); expected a "
+        "folder this user can create files in")
+    assert "Traceback" not in done.stderr and "Epoch 0" not in done.stdout
+
+
+def damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[:len(data) // 2]
+    elif how == "zeroed":
+        data = bytearray(len(data))
+    elif how == "empty":
+        data = bytearray()
+    elif how == "middle":
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset, tmp_path_factory):
+    """One epoch of the demo on the tiny dataset: version_0 with last.ckpt and a best checkpoint."""
+    folder = tmp_path_factory.mktemp("finished")
+    cli(["fit", *run_flags(tiny_dataset, "--trainer.max_epochs", "1")], cwd=folder)
+    return folder
+
+
+DAMAGE = ["truncated", "zeroed", "empty", "middle"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_checkpoint_file_is_one_line_naming_it(how, finished_run, tiny_dataset, tmp_path, monkeypatch,
+                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "damaged.ckpt"
+    checkpoint.write_bytes((finished_run / "logs/demo/version_0/checkpoints/last.ckpt").read_bytes())
+    damage(checkpoint, how)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *run_flags(tiny_dataset, "--ckpt_path", str(checkpoint))])
+    assert stopped.value.code == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"error: --ckpt_path {checkpoint}: ") and len(message.splitlines()) == 1
+    assert ("damaged" in message or "empty" in message) and "weights_only" not in message
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_whole_one(how, finished_run, tiny_dataset, tmp_path,
+                                                                      monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(finished_run / "logs", tmp_path / "logs")
+    checkpoints = tmp_path / "logs/demo/version_0/checkpoints"
+    damage(checkpoints / "last.ckpt", how)
+    best = next(checkpoints.glob("best-*.ckpt"))
+    with pytest.warns(UserWarning, match=f"{checkpoints / 'last.ckpt'}: .*; using {best} instead"):
+        main(["fit", *run_flags(tiny_dataset, "--ckpt_path", "last", "--trainer.max_epochs", "1")])
+    assert f"--ckpt_path last: {best}" in caplog.text
+
+
+def test_the_largest_seed_and_a_drawn_seed_train(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for seed in ("4294967295", "true"):
+        main(["fit", *run_flags(tiny_dataset, "--seed_everything", seed, "--trainer.fast_dev_run", "2",
+                                "--data.num_workers", "1")])
 
 
 def test_a_nonfinite_loss_names_the_step_and_the_intact_checkpoint(tiny_dataset, tmp_path, monkeypatch, capsys):
@@ -131,7 +284,7 @@ def test_a_nonfinite_loss_names_the_step_and_the_intact_checkpoint(tiny_dataset,
         main(["fit", *run_flags(tiny_dataset, "--trainer.callbacks+=interruptions.PoisonAtStep",
                                 "--trainer.callbacks.step=3")])
     assert stopped.value.code == 1
-    last = tmp_path / "logs" / "demo" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "logs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message == (f"error: training diverged: loss nan at epoch 0, global step 3; last good checkpoint: {last} "
                        "(left intact)")
@@ -149,7 +302,7 @@ def test_two_ddp_processes_validate_like_one_process_on_their_checkpoint(tiny_da
                            "--trainer.max_epochs", "1", "--data.batch_size", "2", "--save_every_n_steps", "null")],
         cwd=tmp_path)
     logged = scalars(tmp_path / "logs" / "demo" / "version_0")
-    checkpoint = tmp_path / "logs" / "demo" / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "logs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 6  # 24 images / (2 x 2 ranks)
     model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
     data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32, batch_size=2, num_workers=0)

@@ -149,7 +149,7 @@ def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--trainer.limit_val_batches", "1")]
     main(["fit", *args, "--trainer.max_epochs", "1"])
-    checkpoints = tmp_path / "logs" / "demo" / "checkpoints"
+    checkpoints = tmp_path / "logs" / "demo" / "version_0" / "checkpoints"
     first = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert first["global_step"] == 6 and first["epoch"] == 0
     main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
@@ -168,7 +168,7 @@ def test_predict_writes_top5_csv(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset)]
     main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1"])
-    main(["predict", *args, "--ckpt_path", str(tmp_path / "logs/demo/checkpoints/last.ckpt"),
+    main(["predict", *args, "--ckpt_path", str(tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"),
           "--data.predict_root", str(tiny_dataset / "val" / "circle"), "--predict_csv", str(tmp_path / "out.csv")])
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert len(rows) == 4
@@ -209,9 +209,10 @@ def test_mixup_with_an_odd_batch_is_one_clear_error(tiny_dataset, tmp_path, monk
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda tmp: tmp / "missing.ckpt", "no such file; expected a checkpoint (.ckpt) or `last`"),
+    (lambda tmp: tmp / "missing.ckpt", "no such file; expected a checkpoint (.ckpt) or `last` / `best`"),
     (lambda tmp: (tmp / "notes.ckpt").write_text("not a checkpoint") and tmp / "notes.ckpt",
-     "not a checkpoint written by torch.save; expected a .ckpt file"),
+     "damaged or not a checkpoint (not the zip archive torch.save writes); expected a whole checkpoint written by "
+     "this project"),
 ])
 def test_a_bad_checkpoint_path_is_one_clear_error(make, message, tiny_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,70 @@
+"""A user's mistake is one line naming the setting and what was expected, a non-zero exit, and no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from inception_next import demo_data
+from inception_next.cli import EXPERIMENTS, main
+
+
+def demo_flags(dataset, *extra):
+    return ["--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(dataset), "--data.img_size", "32",
+            "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false", *extra]
+
+
+@pytest.fixture(scope="module")
+def one_class_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one") / "data"
+    return demo_data.generate(root, classes=demo_data.CLASSES[:1], train_per_class=4, val_per_class=2, image_size=40)
+
+
+@pytest.mark.parametrize("flags, code, message", [
+    (["--data.batch_size", "-4"], 1, "error: data.batch_size -4: expected an integer of at least 1"),
+    (["--data.img_size", "0"], 1, "error: data.img_size 0: expected an integer of at least 1"),
+    (["--data.num_workers", "-1"], 1, "error: data.num_workers -1: expected an integer of at least 0"),
+    (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
+    (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
+    (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),
+    (["--trainer.max_epochs", "ten"], 2, "error: --trainer.max_epochs ten: expected int or null"),
+    (["--trainer.precision", "13"], 2, "error: --trainer.precision 13: expected one of 64, 32, 16 or one of "),
+    (["--model.no_such_setting", "1"], 2, "error: unrecognized arguments: --model.no_such_setting 1"),
+])
+def test_a_bad_setting_is_one_line(flags, code, message, tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *demo_flags(tiny_dataset, *flags)])
+    assert stopped.value.code == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(message), err
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+def test_a_dataset_of_one_class_is_one_line(one_class_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *demo_flags(one_class_dataset)])
+    assert stopped.value.code == 1
+    train = one_class_dataset / "train"
+    assert capsys.readouterr().err.strip() == (f"error: {train}: 1 class folder(s) ['circle']; expected at least 2, "
+                                               f"as {train}/<class>/<images>")
+
+
+def test_a_wrong_type_prints_no_usage_dump(tiny_dataset, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "inception_next", "fit", *demo_flags(tiny_dataset),
+                           "--model.lr_per_1024", "abc"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --model.lr_per_1024 abc: expected float"
+
+
+@pytest.mark.parametrize("limit, batches", [("1", 1), ("2", 2), ("0.5", 3)])
+def test_an_integer_batch_limit_counts_batches(limit, batches, tiny_dataset, tmp_path, monkeypatch, capsys):
+    """As Lightning documents: an int is a number of batches, a float a fraction of the epoch (6 batches here)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *demo_flags(tiny_dataset, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", limit,
+                             "--trainer.limit_val_batches", "0", "--save_every_n_steps", "null")])
+    last = next((tmp_path / "logs/demo").rglob("last.ckpt"))
+    assert torch.load(last, weights_only=False)["global_step"] == batches
