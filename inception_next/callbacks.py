@@ -23,6 +23,16 @@ class LastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath, every_n_train_steps=None):
         super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
                          enable_version_counter=False)
+        self.step_at_batch_start = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Only where an optimizer step ended: mid-accumulation, the accumulated gradient would not be saved (and
+        # Lightning, resumed at step N, would otherwise save step N again after the next batch).
+        if trainer.global_step != self.step_at_batch_start:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not (trainer.fast_dev_run or trainer.sanity_checking):

@@ -107,12 +107,16 @@ class ResumableSampler(Sampler):
     (the workers prefetch), which Lightning does before it calls `set_epoch` on resuming, so the data module sets
     the epoch itself when it builds the sampler.
 
-    Training shuffles and drops the tail that does not split evenly; evaluation keeps every index in order (ranks
-    may get one index more or less: each is evaluated exactly once, no padding duplicates to bias the metric)."""
+    Training shuffles and drops the tail that does not fill a whole optimizer step (`step_samples` per rank: batch x
+    gradient accumulation), as the official train.py trains len(dataset) // global batch steps an epoch. Evaluation
+    keeps every index in order (ranks may get one index more or less: each is evaluated exactly once, no padding
+    duplicates to bias the metric)."""
 
-    def __init__(self, size, seed=0, shuffle=True, rank=0, world_size=1):
+    def __init__(self, size, seed=0, shuffle=True, rank=0, world_size=1, step_samples=1):
         self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
+        self.step_samples = step_samples
         self.epoch, self._resume_at = 0, None
+        self.started, self.consumed = (0, 0), 0  # the running iteration's (epoch, start), and samples trained since
 
     def set_epoch(self, epoch):  # called by Lightning before each epoch
         self.epoch = epoch
@@ -122,7 +126,7 @@ class ResumableSampler(Sampler):
 
     def __len__(self):
         if self.shuffle:
-            return self.size // self.world_size
+            return self.size // self.world_size // self.step_samples * self.step_samples
         return len(range(self.rank, self.size, self.world_size))
 
     def __iter__(self):
@@ -135,8 +139,16 @@ class ResumableSampler(Sampler):
         if self._resume_at is not None and self._resume_at[0] == self.epoch:
             start = self._resume_at[1]
             self._resume_at = None
+        self.started, self.consumed = (self.epoch, start), 0
         epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         return iter([(index, epoch_seed + index) for index in order[start:]])
+
+    def position(self):
+        """Where the next sample to train comes from, (epoch, index into this rank's order), counting the samples
+        trained (`consumed`, which the data module advances); an epoch's end points to the next one's start."""
+        epoch, start = self.started
+        done = start + self.consumed
+        return (epoch + 1, 0) if done >= len(self) else (epoch, done)
 
 
 class ClassFolderDataset(Dataset):
@@ -210,7 +222,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         img_size: training and evaluation resolution.
         crop_pct: evaluation resizes to img_size / crop_pct, then centre-crops; default 0.875, or 1.0 from 384 px.
         batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
-        auto_augment, color_jitter, reprob, remode, scale, hflip, interpolation: timm's training transform.
+        auto_augment, color_jitter, reprob, remode, scale, hflip, train_interpolation: timm's training transform
+            ("random": bilinear or bicubic per image, as the official runs).
+        interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
         seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
 
@@ -223,7 +237,8 @@ class ImageFolderDataModule(L.LightningDataModule):
                  batch_size: int = 128, num_workers: int = 8, pin_memory: bool = True,
                  persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                  color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
-                 scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, interpolation: str = "bicubic",
+                 scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, train_interpolation: str = "random",
+                 interpolation: str = "bicubic",
                  predict_root: str | None = None, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -241,6 +256,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self._classes = None
         self.train_set = self.val_set = self.predict_set = None
         self.seed = seed
+        self.train_sampler = None
         self._resume_at = None
 
     # -- classes: known before setup, so the CLI can hand num_classes to the model --------------------------------
@@ -292,7 +308,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         h = self.hparams
         return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
                                 color_jitter=h.color_jitter, auto_augment=h.auto_augment, re_prob=h.reprob,
-                                re_mode=h.remode, interpolation=h.interpolation, mean=IMAGENET_DEFAULT_MEAN,
+                                re_mode=h.remode, interpolation=h.train_interpolation, mean=IMAGENET_DEFAULT_MEAN,
                                 std=IMAGENET_DEFAULT_STD)
 
     def eval_transform(self):
@@ -351,13 +367,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.seed is None:
             self.seed = torch.initial_seed() % 2**31
         rank, world_size = self._distribution()
-        sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size)
+        accumulation = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size,
+                                   step_samples=self.batch_size * accumulation if train else 1)
         if train and self._resume_at is not None:
             sampler.set_epoch(self._resume_at[0])
             sampler.resume(*self._resume_at)
+            sampler.started = self._resume_at
             self._resume_at = None
         elif train and self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
+            sampler.started = (self.trainer.current_epoch, 0)
         return sampler
 
     def _loader(self, dataset, sampler=None, train=False):
@@ -369,18 +389,22 @@ class ImageFolderDataModule(L.LightningDataModule):
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
                           generator=torch.Generator().manual_seed(self.seed or 0))
 
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """Count the training samples about to be trained: the resume point is kept here rather than read from
+        Lightning's loop counters, which a resumed run does not always restore consistently."""
+        if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
+            self.train_sampler.consumed += len(batch[0])
+        return batch
+
     def state_dict(self):
         """Saved in every checkpoint: the seed, and where the next training batch comes from (epoch, and how many
-        of this rank's samples that epoch has already trained on). A save at an epoch's last batch, during its
-        validation or at its end points to the start of the next epoch."""
+        of this rank's samples that epoch has already trained on), at an optimizer step's boundary (a save in the
+        middle of gradient accumulation has not saved the accumulated gradient: those batches are trained again).
+        A save at an epoch's last batch, during its validation or at its end points to the next epoch's start."""
         state = dict(seed=self.seed)
-        trainer = self.trainer
-        if trainer is not None and trainer.state.fn == "fit":
-            batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            epoch = trainer.current_epoch
-            if batches >= trainer.num_training_batches:
-                epoch, batches = epoch + 1, 0
-            state.update(epoch=epoch, samples=batches * self.batch_size)
+        if self.train_sampler is not None and self.trainer is not None and self.trainer.state.fn == "fit":
+            epoch, samples = self.train_sampler.position()
+            state.update(epoch=epoch, samples=samples - samples % self.train_sampler.step_samples)
         return state
 
     def load_state_dict(self, state):
@@ -389,7 +413,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             self._resume_at = (state["epoch"], state["samples"])
 
     def train_dataloader(self):
-        return self._loader(self.train_set, self._sampler(self.train_set, train=True), train=True)
+        self.train_sampler = self._sampler(self.train_set, train=True)
+        return self._loader(self.train_set, self.train_sampler, train=True)
 
     def val_dataloader(self):
         return self._loader(self.val_set, self._sampler(self.val_set, train=False))

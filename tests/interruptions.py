@@ -16,18 +16,28 @@ def die():
 
 
 class RecordBatches(Callback):
-    """Append one line per training batch to `path`: epoch, batch index, global step, a digest of the batch (images
-    and labels) and the lr it is trained with. Written before the step, flushed, so a kill loses no line."""
+    """Append one line per trained batch to `path`: epoch, batch index, a digest of the batch (images and labels)
+    and the lr it was trained with, written as the batch ends (before any checkpoint of that step is saved)."""
 
     def __init__(self, path: str):
         self.path = Path(path)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         images, labels = batch
         digest = hashlib.sha1(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         with open(self.path, "a") as handle:
-            handle.write(f"{trainer.current_epoch} {batch_idx} {trainer.global_step} {digest} {lr!r}\n")
+            handle.write(f"{trainer.current_epoch} {batch_idx} {digest} {lr!r}\n")
+
+
+class RecordLR(Callback):
+    """The lr of every optimizer step, as the optimizer holds it when it steps."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
 
 
 class KillAt(Callback):

@@ -91,23 +91,41 @@ def test_augmentation_depends_on_the_sample_seed_only(tiny_dataset):
 
 
 def read_records(path):
-    """RecordBatches' lines: [(epoch, batch index, global step, batch digest, lr)]."""
-    rows = [line.split() for line in Path(path).read_text().splitlines()]
-    return [(int(epoch), int(index), int(step), digest, float(lr)) for epoch, index, step, digest, lr in rows]
+    """RecordBatches' lines: [(epoch, batch index, batch digest, lr)]."""
+    rows = [line.split() for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+    return [(int(epoch), int(index), digest, float(lr)) for epoch, index, digest, lr in rows]
 
 
-CHAIN_FLAGS = ("--trainer.max_epochs", "3", "--save_every_n_steps", "4")  # 18 steps; saves at 4, 8, 12, 16, epoch ends
+# 3 epochs of 6 optimizer steps; last.ckpt at steps 4, 8, 12, 16 and at each epoch's end. Two ways to train them:
+CHAINS = {
+    # the official lr (once an epoch, a cooldown epoch at the end), 2 batches of 2 accumulated per step
+    "epoch-lr, accumulation 2": ("--data.batch_size", "2", "--global_batch_size", "4", "--model.step_on_epochs",
+                                 "true", "--model.cooldown_epochs", "1"),
+    # the demo's lr (every optimizer step), one batch of 4 per step
+    "step-lr": (),
+}
+
+
+def chain_flags(dataset, chain, *extra):
+    return run_flags(dataset, "--trainer.max_epochs", "3", "--save_every_n_steps", "4", *CHAINS[chain], *extra)
 
 
 @pytest.fixture(scope="module")
 def unbroken(tiny_dataset, tmp_path_factory):
-    """An uninterrupted run with no loader worker: every step's batch and lr, and the final weights."""
-    folder = tmp_path_factory.mktemp("unbroken")
-    record = folder / "batches.txt"
-    cli(["fit", *run_flags(tiny_dataset, *CHAIN_FLAGS, "--trainer.callbacks+=interruptions.RecordBatches",
-                           f"--trainer.callbacks.path={record}")], cwd=folder)
-    last = folder / "logs/demo/version_0/checkpoints/last.ckpt"
-    return read_records(record), weights(last), last.stat().st_size
+    """Per chain, an uninterrupted run with no loader worker: every batch, its lr, and the final weights."""
+    runs = {}
+
+    def run(chain):
+        if chain not in runs:
+            folder = tmp_path_factory.mktemp("unbroken")
+            record = folder / "batches.txt"
+            cli(["fit", *chain_flags(tiny_dataset, chain, "--trainer.callbacks+=interruptions.RecordBatches",
+                                     f"--trainer.callbacks.path={record}")], cwd=folder)
+            last = folder / "logs/demo/version_0/checkpoints/last.ckpt"
+            runs[chain] = read_records(record), weights(last), last.stat().st_size
+        return runs[chain]
+
+    return run
 
 
 def kill_moments(seed):
@@ -122,16 +140,19 @@ def kill_moments(seed):
     return [f"{kind}:{value}" for kind, value in moments]
 
 
-@pytest.mark.parametrize("workers, persistent, seed", [(1, "false", 11), (2, "true", 12)])
-def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, seed, unbroken, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("workers, persistent, chain, seed", [(1, "false", "epoch-lr, accumulation 2", 11),
+                                                              (2, "true", "step-lr", 12)])
+def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed, unbroken, tiny_dataset, tmp_path):
     """Kill one run four times (mid-epoch, at an epoch's end, mid-validation, mid-save), resuming each time with
-    `--ckpt_path last`: every step trains on the unbroken run's batch with its lr, and the weights end the same."""
+    `--ckpt_path last`: every batch is the unbroken run's, trained with its lr, and the weights end the same."""
+    expected, final, _ = unbroken(chain)
+    batches_per_step = len(expected) // 18
     record = tmp_path / "batches.txt"
-    flags = run_flags(tiny_dataset, *CHAIN_FLAGS, "--data.num_workers", str(workers), "--data.persistent_workers",
-                      persistent, "--ckpt_path", "last", "--trainer.callbacks+=interruptions.RecordBatches",
-                      f"--trainer.callbacks.path={record}")
+    flags = chain_flags(tiny_dataset, chain, "--data.num_workers", str(workers), "--data.persistent_workers",
+                        persistent, "--ckpt_path", "last", "--trainer.callbacks+=interruptions.RecordBatches",
+                        f"--trainer.callbacks.path={record}")
     last = tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"
-    trained = {}  # global step -> what trained it, later runs replacing what a killed one did after its checkpoint
+    trained = {}  # (epoch, batch) -> its digest and lr, later runs replacing what a killed one did after its checkpoint
     moments = kill_moments(seed)
     for moment in [*moments, None]:
         resumed_from = torch.load(last, weights_only=False)["global_step"] if last.exists() else 0
@@ -140,14 +161,14 @@ def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, seed, unbrok
         done = cli(["fit", *flags, *kill], cwd=tmp_path, check=moment is None)
         assert done.returncode == (-signal.SIGKILL if moment else 0), (moment, done.stderr[-2000:])
         records = read_records(record)
-        assert records[0][2] == resumed_from, f"after the kill before {moment}: resumed at the saved step"
-        trained.update({step: (epoch, index, step, digest, lr) for epoch, index, step, digest, lr in records})
-    expected, final, _ = unbroken
-    assert [trained[step] for step in sorted(trained)] == expected, f"kills at {moments}"
+        if records:  # it resumed at the batch after its checkpoint's last
+            assert records[0] == expected[resumed_from * batches_per_step], f"the run before the kill at {moment}"
+        trained.update({(epoch, index): (epoch, index, digest, lr) for epoch, index, digest, lr in records})
+    assert [trained[key] for key in sorted(trained)] == expected, f"kills at {moments}"
     assert [p.name for p in (tmp_path / "logs/demo").iterdir()] == ["version_0"]  # one run folder, continued
     resumed = weights(last)
     worst = max((final[k].double() - resumed[k].double()).abs().max().item() for k in final)
-    print(f"kills at {moments}; largest weight difference to the unbroken run: {worst:.3g}")
+    print(f"{chain}: kills at {moments}; largest weight difference to the unbroken run: {worst:.3g}")
     assert worst < 1e-6
 
 
@@ -192,7 +213,7 @@ def test_a_kill_mid_save_across_filesystems_leaves_the_previous_checkpoint(tiny_
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tiny_dataset, tmp_path, tmpfs, unbroken):
     """Room for two checkpoints and a half: the third save cannot fit beside them."""
-    checkpoint_size = unbroken[2]
+    checkpoint_size = unbroken("step-lr")[2]
     disk = tmpfs("disk", f"{int(2.5 * checkpoint_size / 2**20)}m")
     done = cli(["fit", *run_flags(tiny_dataset, "--trainer.default_root_dir", str(disk))], cwd=tmp_path, check=False)
     assert done.returncode == 1, done.stderr[-2000:]
