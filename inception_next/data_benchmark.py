@@ -25,12 +25,13 @@ from .data import ClassFolderDataset, DatasetError, ImageFolderDataModule, Resum
 def bare_timm_transform(data, train):
     """The transform built directly from timm, from the data module's settings but not through its code."""
     h = data.hparams
-    common = dict(interpolation=h.interpolation, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    common = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     if train:
         return create_transform(data.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
                                 color_jitter=h.color_jitter, auto_augment=h.auto_augment, re_prob=h.reprob,
-                                re_mode=h.remode, **common)
-    return create_transform(data.img_size, is_training=False, crop_pct=data.crop_pct, **common)
+                                re_mode=h.remode, interpolation=h.train_interpolation, **common)
+    return create_transform(data.img_size, is_training=False, crop_pct=data.crop_pct, interpolation=h.interpolation,
+                            **common)
 
 
 class BareFiles(Dataset):

@@ -1,6 +1,5 @@
 """The LightningModule: an image classifier around any registered backbone, with the paper's optimisation recipe."""
 
-import math
 import random
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,15 +24,6 @@ class DivergenceError(RuntimeError):
 
 class RecipeError(ValueError):
     """Settings that cannot work together; the message names them and what was expected."""
-
-
-def warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, warmup_lr, min_lr):
-    """Linear warmup from `warmup_lr` to `peak_lr` over `warmup_steps`, then cosine decay to `min_lr` at
-    `total_steps`. Steps are optimizer steps."""
-    if step < warmup_steps:
-        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def parameter_groups(model, weight_decay):
@@ -54,8 +45,13 @@ class ImageClassifier(L.LightningModule):
         batch_size: per-device batch, linked by the CLI from the data module; the global batch for lr scaling is
             batch_size x devices x nodes x gradient accumulation.
         lr_per_1024: peak learning rate per 1024 images of global batch (the paper: lr = 1e-3 x batch / 1024).
-        weight_decay, betas, eps: AdamW. warmup_epochs, warmup_lr, min_lr: the warmup + cosine schedule, stepped
-            every optimizer step.
+        weight_decay, betas, eps: AdamW.
+        sched: a timm scheduler name (`timm.scheduler.create_scheduler_v2`), "cosine" in the paper; null for a
+            constant lr, as the official fine-tune's `--sched None`.
+        warmup_epochs, warmup_lr, min_lr, cooldown_epochs: timm's schedule, as the official runs used it: the warmup
+            replaces the first epochs of a cosine over `trainer.max_epochs - cooldown_epochs` epochs, then
+            `cooldown_epochs` at min_lr end the run.
+        step_on_epochs: the lr changes once an epoch (the official runs), or every optimizer step if false.
         mixup, cutmix, mix_switch_prob, label_smoothing: timm's Mixup/CutMix; 0/0 turns mixing off.
         ema_decay: keep an EMA of the weights and validate it beside the raw weights; null for none.
         channels_last, compile: speed options. max_nonfinite_steps: non-finite losses skipped before stopping.
@@ -65,7 +61,8 @@ class ImageClassifier(L.LightningModule):
                  num_classes: int = 1000, pretrained: str | None = None, drop_path_rate: float = 0.0,
                  drop_rate: float = 0.0, batch_size: int = 128, lr_per_1024: float = 1e-3,
                  weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 warmup_epochs: float = 20, warmup_lr: float = 1e-6, min_lr: float = 1e-5, mixup: float = 0.8,
+                 sched: str | None = "cosine", warmup_epochs: float = 20, warmup_lr: float = 1e-6,
+                 min_lr: float = 1e-5, cooldown_epochs: int = 10, step_on_epochs: bool = True, mixup: float = 0.8,
                  cutmix: float = 1.0, mix_switch_prob: float = 0.5, label_smoothing: float = 0.1,
                  ema_decay: float | None = None, channels_last: bool = False, compile: bool = False,
                  max_nonfinite_steps: int = 0):
@@ -91,6 +88,7 @@ class ImageClassifier(L.LightningModule):
             f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k)
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
+        self.scheduler = None
         self.last_inputs = None
         self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
 
@@ -111,22 +109,40 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         peak_lr = h.lr_per_1024 * self.global_batch_size / 1024
-        total_steps = max(1, self.trainer.estimated_stepping_batches)
-        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
-        warmup_steps = round(h.warmup_epochs * steps_per_epoch)
+        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay), lr=peak_lr, betas=h.betas,
+                                      eps=h.eps)
+        epochs = self.trainer.max_epochs
+        schedule = "constant"
+        if h.sched is not None:
+            if not epochs or epochs < 1:
+                raise RecipeError(f"trainer.max_epochs {epochs}: model.sched {h.sched} needs a number of epochs")
+            if epochs <= h.cooldown_epochs and not self.trainer.fast_dev_run:
+                rank_zero_warn(f"trainer.max_epochs {epochs} leaves no epoch before model.cooldown_epochs "
+                               f"{h.cooldown_epochs}: the whole run is one epoch of {h.sched} then the cooldown")
+            cosine_epochs = max(1, epochs - h.cooldown_epochs)
+            steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // epochs)
+            self.scheduler, _ = create_scheduler_v2(
+                optimizer, sched=h.sched, num_epochs=cosine_epochs, cooldown_epochs=h.cooldown_epochs,
+                min_lr=h.min_lr, warmup_lr=h.warmup_lr, warmup_epochs=h.warmup_epochs,
+                step_on_epochs=h.step_on_epochs, updates_per_epoch=steps_per_epoch)
+            schedule = (f"{h.sched} over {cosine_epochs} epochs ({h.warmup_epochs:g} of warmup from "
+                        f"{h.warmup_lr:g}) to {h.min_lr:g}, then {h.cooldown_epochs} at {h.min_lr:g}, updated every "
+                        f"{'epoch' if h.step_on_epochs else 'optimizer step'}")
         rank_zero_info(
             f"global batch {self.global_batch_size} = {h.batch_size} per device x {self.trainer.world_size} "
             f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "
-            f"(= {h.lr_per_1024:g} x {self.global_batch_size} / 1024); {total_steps} optimizer steps, "
-            f"{warmup_steps} of warmup")
-        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay), lr=peak_lr, betas=h.betas,
-                                      eps=h.eps)
+            f"(= {h.lr_per_1024:g} x {self.global_batch_size} / 1024); lr schedule: {schedule}")
+        # The schedule is applied before every batch (on_train_batch_start) as a function of the epoch or the
+        # optimizer step, so it is right wherever a run resumed; Lightning does not step it.
+        return optimizer
 
-        def lr_factor(step):
-            return warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, h.warmup_lr, h.min_lr) / peak_lr
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=scheduler, interval="step"))
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.scheduler is None:
+            return
+        if self.hparams.step_on_epochs:
+            self.scheduler.step(self.current_epoch)
+        else:
+            self.scheduler.step_update(self.global_step)
 
     # -- steps ----------------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -10,9 +10,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from interruptions import RecordLR
+
 from inception_next.cli import EXPERIMENTS, ConfigError, config_chain, main
 from inception_next.data import ImageFolderDataModule
-from inception_next.module import ImageClassifier, parameter_groups, warmup_cosine_lr
+from inception_next.module import ImageClassifier, parameter_groups
 
 EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "recipe.yaml")
 
@@ -69,22 +71,13 @@ def test_experiments_work_from_any_directory(tiny_dataset, tmp_path, monkeypatch
                                                                      "--global_batch_size", "null")])
 
 
-def test_schedule_formula():
-    args = dict(total_steps=100, warmup_steps=10, peak_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5)
-    assert warmup_cosine_lr(0, **args) == pytest.approx(1e-6)
-    assert warmup_cosine_lr(5, **args) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
-    assert warmup_cosine_lr(10, **args) == pytest.approx(1e-3)
-    assert warmup_cosine_lr(55, **args) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)
-    assert warmup_cosine_lr(100, **args) == pytest.approx(1e-5)
-
-
-class RecordLR(Callback):
-    def __init__(self):
-        self.lrs = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:  # this batch ends with an optimizer step
-            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+def per_step_lr(step, peak, warmup_steps, warmup_lr, min_lr, cosine_steps):
+    """timm's cosine schedule stepped every optimizer step: the warmup replaces the cosine's first steps."""
+    if step < warmup_steps:
+        return warmup_lr + step * (peak - warmup_lr) / warmup_steps
+    if step >= cosine_steps:
+        return min_lr
+    return min_lr + (peak - min_lr) * (1 + math.cos(math.pi * step / cosine_steps)) / 2
 
 
 def tiny_trainer(tmp_path, **kwargs):
@@ -104,17 +97,18 @@ def tiny_data(dataset, **kwargs):
 
 def test_lr_follows_the_schedule_every_optimizer_step(tiny_dataset, tmp_path):
     record = RecordLR()
-    model = tiny_module(lr_per_1024=1.0, warmup_epochs=1, warmup_lr=1e-4, min_lr=1e-4 / 2)
-    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[record], accumulate_grad_batches=2)
+    model = tiny_module(lr_per_1024=1.0, warmup_epochs=1, warmup_lr=1e-4, min_lr=1e-4 / 2, cooldown_epochs=1,
+                        step_on_epochs=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[record], accumulate_grad_batches=2)
     trainer.fit(model, tiny_data(tiny_dataset))
     peak = 1.0 * 8 / 1024  # 4 per device x 1 device x 2 accumulation
     steps_per_epoch = 24 // 4 // 2
-    total = 3 * steps_per_epoch
-    assert len(record.lrs) == total
-    assert record.lrs[0] == pytest.approx(1e-4)
-    assert record.lrs[steps_per_epoch] == pytest.approx(peak)
-    assert record.lrs[-1] == pytest.approx(warmup_cosine_lr(total - 1, total, steps_per_epoch, peak, 1e-4, 5e-5))
-    assert record.lrs[1] > record.lrs[0] and record.lrs[-1] < record.lrs[steps_per_epoch + 1]
+    assert len(record.lrs) == 4 * steps_per_epoch
+    expected = [per_step_lr(step, peak, steps_per_epoch, 1e-4, 5e-5, 3 * steps_per_epoch)
+                for step in range(4 * steps_per_epoch)]
+    assert record.lrs == pytest.approx(expected, rel=1e-9)
+    assert record.lrs[0] == pytest.approx(1e-4) and max(record.lrs) < peak  # the warmup meets a decaying cosine
+    assert record.lrs[-steps_per_epoch:] == [pytest.approx(5e-5)] * steps_per_epoch  # the cooldown epoch
 
 
 def test_weight_decay_skips_biases_norms_and_layer_scales():
@@ -155,12 +149,10 @@ def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, mon
     main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
     resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 12 and resumed["epoch"] >= 1
-    scheduler = resumed["lr_schedulers"][0]
-    assert scheduler["last_epoch"] == 12
-    # The lr after resuming follows the 2-epoch schedule (the total is recomputed from max_epochs).
+    # The lr of the last step follows the 2-epoch schedule (its length is recomputed from max_epochs).
     lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
     peak = 3.2e-2 * 4 / 1024  # demo.yaml lr_per_1024 x batch 4
-    assert lr == pytest.approx(warmup_cosine_lr(12, 12, 6, peak, 1e-6, 1e-5))
+    assert lr == pytest.approx(per_step_lr(11, peak, 6, 1e-6, 1e-5, 12))
     assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("best"))  # best kept beside last
 
 
