@@ -84,6 +84,10 @@ def measure(model, device, batch, img_size, precision, channels_last, warmup, it
             torch.cuda.empty_cache()
 
 
+def device_name(device):
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+
+
 def run(args):
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -95,7 +99,8 @@ def run(args):
         if args.compile:
             model = torch.compile(model)
         img = args.img_size or input_size(name.removeprefix("timm:"))
-        row = dict(model=name, img_size=img, precision=args.precision, channels_last=args.channels_last,
+        row = dict(model=name, device=device_name(device), img_size=img, precision=args.precision,
+                   channels_last=args.channels_last,
                    params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(build(name), img) / 1e9, 2))
         common = dict(device=device, img_size=img, precision=args.precision, channels_last=args.channels_last,
                       warmup=args.warmup, iters=args.iters)
@@ -106,8 +111,8 @@ def run(args):
         if args.fold:
             folded = reparameterize_model(model.eval())
             row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False, **common)
-        bare = name.removeprefix("timm:")
-        paper = A100_THROUGHPUT.get((bare, img)) or A100_THROUGHPUT.get((bare, input_size(bare)))
+        # The paper's A100 (TF32, batch 128) figures, only beside a run at the image size they were measured at.
+        paper = A100_THROUGHPUT.get((name.removeprefix("timm:"), img))
         row["paper_a100_train"], row["paper_a100_infer"] = paper if paper else (None, None)
         rows.append(row)
         del model
@@ -139,6 +144,12 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def describe(row):
+    """What ran, in words: device, precision, image size, memory format."""
+    layout = "channels-last" if row["channels_last"] else "channels-first"
+    return f"{row['device']}, {row['precision']}, {row['img_size']} px, {layout}"
+
+
 def save(rows, out, chart):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "benchmark.csv", "w", newline="") as handle:
@@ -156,7 +167,7 @@ def save(rows, out, chart):
         for ax, key in zip(axes, ("train_img_s", "infer_img_s")):
             ax.barh([r["model"] for r in rows][::-1], [r[key] for r in rows][::-1], color="tab:blue")
             ax.set_xlabel(key.replace("_img_s", " images/s"))
-        fig.suptitle(f"{rows[0]['precision']}, {'channels-last' if rows[0]['channels_last'] else 'channels-first'}")
+        fig.suptitle(describe(rows[0]))
         fig.tight_layout()
         fig.savefig(out / "benchmark.png", dpi=100)
         plt.close(fig)
@@ -169,7 +180,8 @@ def parse(argv):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128, help="halved until it fits")
     parser.add_argument("--img-size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
-    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="tf32")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
+                        help="default: tf32 on a GPU (the paper's A100 setting), fp32 on the CPU (TF32 is CUDA's)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--fold", action="store_true", help="also time inference with BatchNorm folded")
@@ -183,6 +195,10 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
+    on_gpu = torch.device(args.device).type == "cuda"
+    if args.precision == "tf32" and not on_gpu:
+        raise SystemExit("error: --precision tf32: TF32 is a CUDA setting; expected fp32 or bf16 on the CPU")
+    args.precision = args.precision or ("tf32" if on_gpu else "fp32")
     if args.macs_only:
         rows = macs_table()
         print(format_table(rows))

@@ -160,4 +160,3 @@ class TopKCSVWriter(BasePredictionWriter):
                         row += [names[i], f"{p:.4f}"]
                     writer.writerow(row)
         partial.replace(self.output)
-        print(f"predictions: {self.output}")

@@ -112,11 +112,11 @@ def run_folders(experiment_dir):
 
 
 def checkpoints_of(run, kind):
-    """A run's checkpoints of `kind` ('last': any, newest first, so that a damaged last.ckpt falls back to the best
-    one saved before it; 'best': the best ones), never a partial save."""
+    """A run's checkpoints of `kind`, never a partial save: 'best', the best ones, newest first; 'last', last.ckpt
+    then the others newest first, so that a damaged last.ckpt falls back to the newest whole one."""
     folder = Path(run) / "checkpoints"
     pattern = BEST_PATTERN if kind == "best" else "*.ckpt"
-    return sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    return sorted(folder.glob(pattern), key=lambda p: (p.name != LAST, -p.stat().st_mtime))
 
 
 def find_checkpoint(experiment_dir, kind):

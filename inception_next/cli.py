@@ -6,18 +6,22 @@ state only what differs. The chain is handed to LightningCLI as successive `--co
 later files, then command-line flags, override earlier ones. Without `--config`, `experiments/demo.yaml` is used.
 """
 
+import logging
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 import yaml
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .callbacks import LastCheckpoint, TensorBoardViews, TopKCSVWriter, UnreadableFilesReport
 from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
@@ -70,7 +74,7 @@ def expand_configs(args):
         else:
             expanded.append(arg)
             i += 1
-    if expanded and expanded[0] in SUBCOMMANDS and experiment is None and "--print_config" not in expanded[:2]:
+    if expanded and expanded[0] in SUBCOMMANDS and experiment is None:
         if not any(a == "--config" for a in expanded):
             chain = config_chain(DEMO_CONFIG)
             expanded[1:1] = [item for text in chain for item in ("--config", text)]
@@ -103,6 +107,14 @@ def check_writable(folder, flag):
     except OSError as error:
         raise ConfigError(f"{flag} {folder}: not writable ({error.strerror or error}); expected a folder this user "
                           "can create files in") from None
+
+
+class SaveFitConfig(SaveConfigCallback):
+    """The resolved config beside a fit's logs; evaluation commands make no run folder to put it in."""
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class InceptionNeXtCLI(LightningCLI):
@@ -166,19 +178,15 @@ class InceptionNeXtCLI(LightningCLI):
 
     def instantiate_classes(self):
         settings = self._settings()
-        # Absolute, so that every path the run prints and saves names one place whatever the working folder.
-        settings.trainer.default_root_dir = str(Path(settings.trainer.default_root_dir).expanduser().resolve())
+        # Absolute, so that every path the run prints names one place whatever the working folder.
+        self.root = Path(settings.trainer.default_root_dir).expanduser().resolve()
         if self.subcommand == "fit":
             check_writable(self._experiment_dir(settings), "--trainer.default_root_dir")
         if self.subcommand == "predict":
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
-        if settings.trainer.logger in (None, True):
-            settings.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=settings.trainer.default_root_dir, name=settings.experiment,
-                                    version=self.resumed_run.name if self.resumed_run else None,
-                                    default_hp_metric=False))
         super().instantiate_classes()
+        # A forward pass on one image of the data's size gives the model summary its FLOPs.
+        self.model.example_input_array = torch.zeros(1, 3, self.datamodule.img_size, self.datamodule.img_size)
 
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()
@@ -193,11 +201,48 @@ class InceptionNeXtCLI(LightningCLI):
         plugins = self.config_init[self.subcommand].trainer.plugins or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         plugins.append(AtomicCheckpointIO())
+        if settings.trainer.logger in (None, True):  # the default: a fit's own run folder; evaluation logs nowhere
+            kwargs["logger"] = TensorBoardLogger(
+                save_dir=self.root, name=settings.experiment, default_hp_metric=False,
+                version=self.resumed_run.name if self.resumed_run else None) if self.subcommand == "fit" else False
         # The data module shards and orders the data itself, resumably (see data.ResumableSampler).
         trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, use_distributed_sampler=False,
-                                              **kwargs)
+                                              default_root_dir=str(self.root), **kwargs)
         self._derive_accumulation(trainer)
         return trainer
+
+    def _warn_if_untrained(self):
+        settings = self._settings()
+        if settings.ckpt_path is None and not settings.model.pretrained:
+            rank_zero_warn(f"{self.subcommand} without --ckpt_path or --model.pretrained: these are untrained, "
+                           "randomly initialised weights (--ckpt_path best or last picks this experiment's newest run)")
+
+    def before_validate(self):
+        self._warn_if_untrained()
+        self.config_init[self.subcommand].verbose = False  # after_validate prints the metrics, rounded
+
+    def before_test(self):
+        self._warn_if_untrained()
+        self.config_init[self.subcommand].verbose = False
+
+    def _print_metrics(self):
+        if self.trainer.is_global_zero:
+            metrics = self.trainer.callback_metrics
+            print("  ".join(f"{name} {value.item():.4f}" for name, value in sorted(metrics.items())))
+
+    def after_validate(self):
+        self._print_metrics()
+
+    def after_test(self):
+        self._print_metrics()
+
+    def before_predict(self):
+        self._warn_if_untrained()
+
+    def after_predict(self):
+        writer = next(cb for cb in self.trainer.callbacks if isinstance(cb, TopKCSVWriter))
+        if self.trainer.is_global_zero:
+            print(f"predictions: {writer.output.resolve()}")
 
     def _derive_accumulation(self, trainer):
         target = self._settings().global_batch_size
@@ -244,8 +289,22 @@ def one_line(parse_error):
     return f"--{key} {given.group(1).strip()}: expected {' or '.join(dict.fromkeys(map(readable, expected)))}"
 
 
+class _DropLightningTip(logging.Filter):
+    def filter(self, record):
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_third_party_noise():
+    """What Lightning prints on every command that is no use here: an advert for its cloud logger, and a torch
+    deprecation inside Lightning's own code."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropLightningTip())
+
+
 def main(args=None):
     args = list(sys.argv[1:] if args is None else args)
+    quiet_third_party_noise()
     try:
         if args[:1] == ["benchmark"]:
             from .benchmark import main as benchmark
@@ -258,7 +317,8 @@ def main(args=None):
         sys.argv = sys.argv[:1] + expand_configs(args)
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
-                         save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False,
+                         save_config_callback=SaveFitConfig, save_config_kwargs=dict(overwrite=True),
+                         auto_configure_optimizers=False,
                          parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}})
     except ArgumentError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

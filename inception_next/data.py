@@ -283,7 +283,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                                "/path/to/imagenet, or run experiments/demo.yaml, which needs no dataset")
         for split in ("train", "val"):
             if not (root / split).is_dir():
-                raise DatasetError(f"data.root {root}: no {split}/ folder; expected {root / split}/<class>/<images>")
+                raise DatasetError(f"{root}: no {split}/ folder; expected {root / split}/<class>/<images>")
         classes = list_classes(root / "train")
         if len(classes) < 2:
             raise DatasetError(f"{root / 'train'}: {len(classes)} class folder(s) {classes}; expected at least 2, "
@@ -323,7 +323,10 @@ class ImageFolderDataModule(L.LightningDataModule):
     def setup(self, stage=None):
         if stage == "predict":
             root = self.hparams.predict_root
-            if not root or not Path(root).expanduser().is_dir():
+            if not root:
+                raise DatasetError("data.predict_root is not set: expected a folder of images to predict "
+                                   "(--data.predict_root my_images/)")
+            if not Path(root).expanduser().is_dir():
                 raise DatasetError(f"data.predict_root {root}: no such folder; expected a folder of images to predict")
             self.predict_set = ImageFolderDataset(Path(root).expanduser(), self.eval_transform())
             if not len(self.predict_set):

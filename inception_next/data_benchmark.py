@@ -13,6 +13,7 @@ so that a noisy machine slows both alike, and the median round is reported.
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -86,6 +87,9 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
+    if args.root is not None and not Path(args.root).expanduser().is_dir():
+        raise SystemExit(f"error: --root {args.root}: no such folder; expected a class-folder dataset "
+                         "(root/train/<class>/*)")
     data = ImageFolderDataModule(root=args.root, img_size=args.img_size, auto_augment=args.auto_augment)
     try:
         data.prepare_data()

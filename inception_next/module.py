@@ -75,6 +75,7 @@ class ImageClassifier(L.LightningModule):
         self.ema = ModelEmaV3(self.backbone, decay=ema_decay) if ema_decay else None
         if self.ema is not None:  # updated by averaging, never by gradients (DDP would wait for theirs)
             self.ema.requires_grad_(False)
+            self.ema.train()  # it only runs in evaluation; in train mode like the rest, so Lightning sees no stray mode
         mixing = mixup > 0 or cutmix > 0
         if mixing and batch_size % 2:
             raise RecipeError(f"data.batch_size {batch_size}: Mixup/CutMix (model.mixup {mixup}, model.cutmix "
@@ -85,7 +86,7 @@ class ImageClassifier(L.LightningModule):
         self.eval_loss = nn.CrossEntropyLoss()
         top_k = min(5, num_classes)
         self.metrics = nn.ModuleDict({
-            f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k)
+            f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")  # images right / images
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
         self.scheduler = None
@@ -125,9 +126,9 @@ class ImageClassifier(L.LightningModule):
                 optimizer, sched=h.sched, num_epochs=cosine_epochs, cooldown_epochs=h.cooldown_epochs,
                 min_lr=h.min_lr, warmup_lr=h.warmup_lr, warmup_epochs=h.warmup_epochs,
                 step_on_epochs=h.step_on_epochs, updates_per_epoch=steps_per_epoch)
-            schedule = (f"{h.sched} over {cosine_epochs} epochs ({h.warmup_epochs:g} of warmup from "
-                        f"{h.warmup_lr:g}) to {h.min_lr:g}, then {h.cooldown_epochs} at {h.min_lr:g}, updated every "
-                        f"{'epoch' if h.step_on_epochs else 'optimizer step'}")
+            cooldown = f", then {h.cooldown_epochs} epochs at {h.min_lr:g}" if h.cooldown_epochs else ""
+            schedule = (f"{h.sched} over {cosine_epochs} epochs ({h.warmup_epochs:g} of warmup from {h.warmup_lr:g}) "
+                        f"to {h.min_lr:g}{cooldown}, updated every {'epoch' if h.step_on_epochs else 'optimizer step'}")
         rank_zero_info(
             f"global batch {self.global_batch_size} = {h.batch_size} per device x {self.trainer.world_size} "
             f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "

@@ -14,12 +14,22 @@ def test_benchmark_runs_in_small_mode_and_writes_its_files(tmp_path, capsys):
     assert all(r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["folded_infer_img_s"] > 0 for r in rows)
     assert rows[0]["train_ratio"] == 1.0
     assert rows[0]["params_m"] == rows[1]["params_m"] == 4.16
-    assert rows[0]["paper_a100_train"] == 2661  # the paper's figure sits beside ours
+    assert rows[0]["paper_a100_train"] is None  # the paper's figures are at 224 px, not beside a 32 px run
+    assert rows[0]["device"].startswith("CPU") and rows[0]["precision"] == "fp32"
     printed = capsys.readouterr().out
     assert "train_img_s" in printed and "timm:inception_next_atto" in printed
     assert json.loads((tmp_path / "benchmark.json").read_text())[1]["model"] == "timm:inception_next_atto"
     assert (tmp_path / "benchmark.csv").read_text().startswith("model,")
     assert (tmp_path / "benchmark.png").stat().st_size > 1000
+
+
+def test_paper_figures_sit_beside_a_run_at_their_size_and_cpu_runs_are_not_labelled_tf32(tmp_path):
+    rows = main(["--models", "inception_next_atto", "--device", "cpu", "--batch-size", "1", "--warmup", "0",
+                 "--iters", "1", "--out", str(tmp_path), "--no-chart"])
+    assert rows[0]["img_size"] == 224 and rows[0]["paper_a100_train"] == 2661
+    assert rows[0]["precision"] == "fp32"
+    with pytest.raises(SystemExit, match="--precision tf32: TF32 is a CUDA setting"):
+        main(["--models", "inception_next_atto", "--device", "cpu", "--precision", "tf32"])
 
 
 def test_macs_only_reproduces_the_paper_table(tmp_path, capsys):
@@ -47,5 +57,5 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 def test_data_benchmark_names_a_bad_root(tmp_path):
     from inception_next.data_benchmark import main as benchmark_data
 
-    with pytest.raises(SystemExit, match=f"error: data.root {tmp_path / 'nowhere'}: no such folder"):
+    with pytest.raises(SystemExit, match=f"error: --root {tmp_path / 'nowhere'}: no such folder"):
         benchmark_data(["--root", str(tmp_path / "nowhere")])
