@@ -20,15 +20,33 @@ import torch
 from timm.utils import reparameterize_model
 
 from .complexity import count_macs, count_params
-from .factory import create_model, list_models
-from .model import input_size
-from .paper import A100_THROUGHPUT, PARAMS_MACS
+from .factory import create_model, get_variant, list_models
+from .paper import TIMM_A100
+
+
+def is_ours(name):
+    return name in list_models()
 
 
 def build(name):
-    if name.startswith("timm:"):
-        return timm.create_model(name[5:], pretrained=False)
-    return create_model(name) if name in list_models() else timm.create_model(name, pretrained=False)
+    """`timm:<name>` is timm's model; a bare name is ours if registered, else timm's."""
+    return create_model(name) if is_ours(name) else timm.create_model(name.removeprefix("timm:"), pretrained=False)
+
+
+def native_size(name):
+    """The image size a model was trained at: ours from its record, timm's 224."""
+    return get_variant(name).input_size if is_ours(name) else 224
+
+
+def paper_a100(name, img_size):
+    """The paper's A100 (TF32, batch 128) train and inference images/s, only for a run at the size they were
+    measured at; (None, None) otherwise."""
+    if is_ours(name):
+        variant = get_variant(name)
+        paper = variant.paper.a100 if variant.paper and img_size == variant.input_size else None
+    else:
+        paper = TIMM_A100.get((name.removeprefix("timm:"), img_size))
+    return paper or (None, None)
 
 
 def _sync(device):
@@ -98,7 +116,7 @@ def run(args):
         model = build(name)
         if args.compile:
             model = torch.compile(model)
-        img = args.img_size or input_size(name.removeprefix("timm:"))
+        img = args.img_size or native_size(name)
         row = dict(model=name, device=device_name(device), img_size=img, precision=args.precision,
                    channels_last=args.channels_last,
                    params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(build(name), img) / 1e9, 2))
@@ -111,9 +129,7 @@ def run(args):
         if args.fold:
             folded = reparameterize_model(model.eval())
             row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False, **common)
-        # The paper's A100 (TF32, batch 128) figures, only beside a run at the image size they were measured at.
-        paper = A100_THROUGHPUT.get((name.removeprefix("timm:"), img))
-        row["paper_a100_train"], row["paper_a100_infer"] = paper if paper else (None, None)
+        row["paper_a100_train"], row["paper_a100_infer"] = paper_a100(name, img)
         rows.append(row)
         del model
     for row in rows:
@@ -123,14 +139,17 @@ def run(args):
 
 
 def macs_table():
+    """Params and MACs of every registered variant at its size, beside the paper's where it gives them."""
     rows = []
     for name in list_models():
+        variant = get_variant(name)
         with torch.device("meta"):
             model = create_model(name)
-        params, macs = count_params(model) / 1e6, count_macs(model, input_size(name)) / 1e9
-        paper_params, paper_macs = PARAMS_MACS[name]
-        rows.append(dict(model=name, img_size=input_size(name), params_m=round(params, 2), paper_params_m=paper_params,
-                         macs_g=round(macs, 2), paper_macs_g=paper_macs))
+        params, macs = count_params(model) / 1e6, count_macs(model, variant.input_size) / 1e9
+        paper = variant.paper
+        rows.append(dict(model=name, img_size=variant.input_size, params_m=round(params, 2),
+                         paper_params_m=paper.params if paper else None, macs_g=round(macs, 2),
+                         paper_macs_g=paper.macs if paper else None))
     return rows
 
 

@@ -1,122 +1,127 @@
-"""Callbacks the CLI attaches to runs: last.ckpt, TensorBoard views, reports on data quality, prediction output."""
+"""Callbacks the CLI attaches to runs: last.ckpt, what TensorBoard shows beyond the scalars, reports on data
+quality, prediction output."""
 
 import csv
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.utils import make_grid
 
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from .module import DivergenceError
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """Write last.ckpt at the end of every epoch (after its validation) and, with `every_n_train_steps`, every that
-    many optimizer steps, so that `--ckpt_path last` loses at most that much work. (Lightning's own save_last only
-    rewrites it when a new best is saved.) Saves go through checkpoints.AtomicCheckpointIO, so a kill or a full disk
-    mid-save leaves the previous last.ckpt whole."""
+class LastCheckpoint(Checkpoint):
+    """Write `<run>/checkpoints/last.ckpt` at the end of every epoch (after its validation) and, with
+    `every_n_train_steps`, every that many optimizer steps, so that `--ckpt_path last` loses at most that much work.
+    (Lightning's save_last only rewrites it when a new best is saved.) Saves go through
+    checkpoints.AtomicCheckpointIO, so a kill or a full disk mid-save leaves the previous last.ckpt whole."""
 
-    def __init__(self, dirpath, every_n_train_steps=None):
-        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=0, save_last=True,
-                         enable_version_counter=False)
+    def __init__(self, every_n_train_steps=None):
+        self.every_n_train_steps = every_n_train_steps
+        self.path = None
         self.step_at_batch_start = None
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":  # beside the logs, as Lightning's ModelCheckpoint puts its files; the same on every rank
+            folder = trainer.log_dir or trainer.default_root_dir  # fast_dev_run logs nowhere (and saves nothing)
+            self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "checkpoints" / "last.ckpt")))
+
+    def _save(self, trainer):
+        if not (trainer.fast_dev_run or trainer.sanity_checking):
+            trainer.save_checkpoint(self.path)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.step_at_batch_start = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        # Only where an optimizer step ended: mid-accumulation, the accumulated gradient would not be saved (and
-        # Lightning, resumed at step N, would otherwise save step N again after the next batch).
-        if trainer.global_step != self.step_at_batch_start:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Only where an optimizer step ended: mid-accumulation, the accumulated gradient would not be saved.
+        stepped = trainer.global_step != self.step_at_batch_start
+        if stepped and self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if not (trainer.fast_dev_run or trainer.sanity_checking):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save(trainer)
 
-    def on_validation_end(self, trainer, pl_module):
-        pass
-
-    def on_train_end(self, trainer, pl_module):
-        pass
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, DivergenceError) and self.path is not None and self.path.is_file():
+            exception.last_checkpoint = self.path
 
 
-class TensorBoardViews(Callback):
-    """What the scalars alone do not show, for TensorBoard:
-    - `train/augmented_batch`: the first training batch as the network sees it (RandAugment, Mixup, CutMix);
-    - `layer_scale/stage<i>` (mean |gamma| over a stage's blocks) and `layer_scale/stage<i>.block<j>`: how much each
-      residual branch contributes, every `log_every_n_steps`;
-    - the HPARAMS tab: the run's settings with its latest and best val/top1, val/top5 and val/loss.
-    """
+def _tensorboard(trainer):
+    """The run's TensorBoard writer, on rank 0 only; None elsewhere or when logging elsewhere."""
+    if not trainer.is_global_zero:
+        return None
+    return next((logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
 
-    HPARAM_METRICS = ("val/top1", "val/top5", "val/loss")
+
+class FirstBatchImages(Callback):
+    """`train/augmented_batch` (IMAGES tab): the first training batch as the network sees it, after RandAugment and
+    Mixup/CutMix (the `inputs` the module's training_step returns beside its loss)."""
 
     def __init__(self, images=32):
         self.images = images
-        self.batch_shown = False
+        self.shown = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        writer = _tensorboard(trainer)
+        if writer is None or self.shown or not isinstance(outputs, dict) or "inputs" not in outputs:
+            return
+        self.shown = True
+        images = outputs["inputs"][:self.images].float().cpu()
+        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+        writer.add_image("train/augmented_batch", make_grid((images * std + mean).clamp(0, 1), nrow=8),
+                         trainer.global_step)
+
+
+class LayerScaleMagnitudes(Callback):
+    """`layer_scale/stage<i>` (mean |gamma| over a stage's blocks) and `layer_scale/stage<i>.block<j>`, every
+    `log_every_n_steps`: how much each residual branch contributes. Reads the module's `layer_scales()`."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        writer = _tensorboard(trainer)
+        scales = pl_module.layer_scales() if hasattr(pl_module, "layer_scales") else {}
+        if writer is None or not scales or trainer.global_step % trainer.log_every_n_steps:
+            return
+        magnitudes = torch.stack([gamma.detach().abs().mean() for gamma in scales.values()]).tolist()  # one copy
+        stages = defaultdict(list)
+        for name, magnitude in zip(scales, magnitudes):
+            writer.add_scalar(f"layer_scale/{name}", magnitude, trainer.global_step)
+            stages[name.split(".")[0]].append(magnitude)
+        for stage, values in stages.items():
+            writer.add_scalar(f"layer_scale/{stage}", sum(values) / len(values), trainer.global_step)
+
+
+class HParamsWithMetrics(Callback):
+    """The HPARAMS tab: the run's settings beside its latest and best val/top1, val/top5 and val/loss."""
+
+    METRICS = ("val/top1", "val/top5", "val/loss")
+
+    def __init__(self):
         self.best_top1 = None
 
-    @staticmethod
-    def _tensorboard(trainer):
-        """The run's TensorBoardLogger, on rank 0 only; None elsewhere or when logging elsewhere."""
-        if not trainer.is_global_zero:
-            return None
-        return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
-
     def on_fit_start(self, trainer, pl_module):
-        logger = self._tensorboard(trainer)
-        if logger is None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None or not trainer.is_global_zero:
             return
         settings = dict(pl_module.hparams)
         if trainer.datamodule is not None:
             settings.update({f"data.{k}": v for k, v in trainer.datamodule.hparams.items()})
         settings.update(max_epochs=trainer.max_epochs, precision=str(trainer.precision),
-                        global_batch=getattr(pl_module, "global_batch_size", None))
-        start = {f"hp/{name}": float("nan") for name in (*self.HPARAM_METRICS, "best_val/top1")}
-        logger.log_hyperparams(settings, start)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        logger = self._tensorboard(trainer)
-        if logger is None:
-            return
-        if not self.batch_shown:
-            self.batch_shown = True
-            inputs = getattr(pl_module, "last_inputs", None)
-            images = (batch[0] if inputs is None else inputs)[:self.images].detach().float().cpu()
-            mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
-            grid = make_grid((images * std + mean).clamp(0, 1), nrow=8)
-            logger.experiment.add_image("train/augmented_batch", grid, trainer.global_step)
-        if trainer.global_step % trainer.log_every_n_steps == 0:
-            self._log_layer_scales(logger.experiment, pl_module, trainer.global_step)
-
-    @staticmethod
-    def _log_layer_scales(writer, pl_module, step):
-        names, gammas = [], []
-        for name, parameter in pl_module.named_parameters():
-            if name.endswith(".gamma") and not name.startswith("ema."):
-                names.append(name)
-                gammas.append(parameter.detach().abs().mean())
-        if not gammas:
-            return
-        stages = defaultdict(list)
-        for name, magnitude in zip(names, torch.stack(gammas).tolist()):  # one device-to-host copy, not one a block
-            staged = re.search(r"stages\.(\d+)\.blocks\.(\d+)\.", name)  # isotropic models have one stage
-            stage, block = staged.groups() if staged else ("0", re.search(r"blocks\.(\d+)\.", name).group(1))
-            stages[stage].append(magnitude)
-            writer.add_scalar(f"layer_scale/stage{stage}.block{block}", magnitude, step)
-        for stage, magnitudes in stages.items():
-            writer.add_scalar(f"layer_scale/stage{stage}", sum(magnitudes) / len(magnitudes), step)
+                        global_batch=getattr(pl_module, "global_batch", None))
+        logger.log_hyperparams(settings, {f"hp/{name}": float("nan") for name in (*self.METRICS, "best_val/top1")})
 
     def on_validation_end(self, trainer, pl_module):
-        logger = self._tensorboard(trainer)
-        metrics = {name: trainer.callback_metrics[name].item() for name in self.HPARAM_METRICS
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        metrics = {name: trainer.callback_metrics[name].item() for name in self.METRICS
                    if name in trainer.callback_metrics}
-        if logger is None or trainer.sanity_checking or "val/top1" not in metrics:
+        if logger is None or not trainer.is_global_zero or trainer.sanity_checking or "val/top1" not in metrics:
             return
         self.best_top1 = max(metrics["val/top1"], self.best_top1 or 0.0)
         metrics["best_val/top1"] = self.best_top1
@@ -139,24 +144,29 @@ class UnreadableFilesReport(Callback):
 
 
 class TopKCSVWriter(BasePredictionWriter):
-    """Write one CSV row per image: the file, then its top-5 class names and probabilities."""
+    """Write one CSV row per image: the file, then its top-5 class names and probabilities. Under DDP each rank
+    predicts its share of the images; rank 0 gathers them and writes the one file."""
 
     def __init__(self, output: str):
         super().__init__(write_interval="epoch")
         self.output = Path(output)
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        rows = [(path, probs.tolist(), indices.tolist()) for batch in predictions
+                for path, probs, indices in zip(batch["paths"], batch["probs"], batch["indices"])]
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered = [None] * trainer.world_size if trainer.is_global_zero else None
+            dist.gather_object(rows, gathered, dst=0)
+            rows = sorted(row for part in gathered or [] for row in part)
+        if not trainer.is_global_zero:
+            return
         names = trainer.datamodule.class_names
         self.output.parent.mkdir(parents=True, exist_ok=True)
         partial = self.output.with_name(self.output.name + ".partial")
         with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
-            k = predictions[0]["indices"].shape[1]
+            k = len(rows[0][1])
             writer.writerow(["file"] + [f"{field}{i}" for i in range(1, k + 1) for field in ("class", "prob")])
-            for batch in predictions:
-                for path, probs, indices in zip(batch["paths"], batch["probs"], batch["indices"]):
-                    row = [path]
-                    for p, i in zip(probs.tolist(), indices.tolist()):
-                        row += [names[i], f"{p:.4f}"]
-                    writer.writerow(row)
+            for path, probs, indices in rows:
+                writer.writerow([path] + [item for p, i in zip(probs, indices) for item in (names[i], f"{p:.4f}")])
         partial.replace(self.output)

@@ -23,7 +23,8 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .callbacks import LastCheckpoint, TensorBoardViews, TopKCSVWriter, UnreadableFilesReport
+from .callbacks import (FirstBatchImages, HParamsWithMetrics, LastCheckpoint, LayerScaleMagnitudes, TopKCSVWriter,
+                        UnreadableFilesReport)
 from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
                           remove_partial_saves)
 from .data import DatasetError, ImageFolderDataModule
@@ -192,10 +193,11 @@ class InceptionNeXtCLI(LightningCLI):
         settings = self._settings()
         configured = self.config_init[self.subcommand].trainer.callbacks or []
         callbacks = list(configured) if isinstance(configured, list) else [configured]
-        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(), TensorBoardViews(),
+        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(), FirstBatchImages(),
+                      LayerScaleMagnitudes(), HParamsWithMetrics(),
                       ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=10)]
         # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
-        callbacks.append(LastCheckpoint(settings.checkpoint.dirpath, settings.save_every_n_steps))
+        callbacks.append(LastCheckpoint(settings.save_every_n_steps))
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
         plugins = self.config_init[self.subcommand].trainer.plugins or []
@@ -205,9 +207,8 @@ class InceptionNeXtCLI(LightningCLI):
             kwargs["logger"] = TensorBoardLogger(
                 save_dir=self.root, name=settings.experiment, default_hp_metric=False,
                 version=self.resumed_run.name if self.resumed_run else None) if self.subcommand == "fit" else False
-        # The data module shards and orders the data itself, resumably (see data.ResumableSampler).
-        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, use_distributed_sampler=False,
-                                              default_root_dir=str(self.root), **kwargs)
+        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, default_root_dir=str(self.root),
+                                              **kwargs)
         self._derive_accumulation(trainer)
         return trainer
 
@@ -255,7 +256,7 @@ class InceptionNeXtCLI(LightningCLI):
         trainer.accumulate_grad_batches = target // per_step
 
     def after_fit(self):
-        best = next((cb for cb in self.trainer.checkpoint_callbacks if cb.monitor), None)
+        best = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
         last = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if not self.trainer.is_global_zero:
@@ -265,8 +266,8 @@ class InceptionNeXtCLI(LightningCLI):
         if best is not None and best.best_model_path:
             score = f" (val/top1 {best.best_model_score:.4f})" if best.best_model_score is not None else ""
             print(f"best checkpoint: {best.best_model_path}{score}")
-        if last is not None and last.last_model_path:
-            print(f"last checkpoint: {last.last_model_path}")
+        if last is not None and last.path is not None and last.path.is_file():
+            print(f"last checkpoint: {last.path}")
 
 
 def one_line(parse_error):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from . import demo_data
 
@@ -98,7 +98,7 @@ def seeded_randomness(seed):
             torch.set_rng_state(saved[2])
 
 
-class ResumableSampler(Sampler):
+class ResumableSampler(DistributedSampler):
     """Each epoch's order is a permutation drawn from (seed, epoch), split across ranks (rank r takes every
     world_size-th index), so any rank can recompute it. `resume(epoch, start)` makes that epoch begin at its
     `start`-th index, skipping what was trained before an interruption. Yields (index, augmentation seed) pairs.
@@ -110,7 +110,11 @@ class ResumableSampler(Sampler):
     Training shuffles and drops the tail that does not fill a whole optimizer step (`step_samples` per rank: batch x
     gradient accumulation), as the official train.py trains len(dataset) // global batch steps an epoch. Evaluation
     keeps every index in order (ranks may get one index more or less: each is evaluated exactly once, no padding
-    duplicates to bias the metric)."""
+    duplicates to bias the metric).
+
+    A DistributedSampler, so that a Trainer leaves it alone (it wraps any other sampler in one of its own under DDP,
+    which would shard the data a second time). Its __init__ is not called: it would ask torch.distributed for the
+    rank, which is given here."""
 
     def __init__(self, size, seed=0, shuffle=True, rank=0, world_size=1, step_samples=1):
         self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
@@ -211,6 +215,7 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
+        index = index[0] if isinstance(index, tuple) else index  # from ResumableSampler: (index, unused seed)
         return self.transform(load_rgb(self.paths[index])), str(self.paths[index])
 
 
@@ -369,6 +374,8 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _sampler(self, dataset, train):
         if self.seed is None:
             self.seed = torch.initial_seed() % 2**31
+            if self.trainer is not None:  # rank 0's: unseeded ranks would each draw another order, and overlap
+                self.seed = self.trainer.strategy.broadcast(self.seed)
         rank, world_size = self._distribution()
         accumulation = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size,
@@ -392,7 +399,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
                           generator=torch.Generator().manual_seed(self.seed or 0))
 
-    def on_after_batch_transfer(self, batch, dataloader_idx):
+    def on_before_batch_transfer(self, batch, dataloader_idx):
         """Count the training samples about to be trained: the resume point is kept here rather than read from
         Lightning's loop counters, which a resumed run does not always restore consistently."""
         if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
@@ -426,4 +433,4 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self):
-        return self._loader(self.predict_set)
+        return self._loader(self.predict_set, self._sampler(self.predict_set, train=False))

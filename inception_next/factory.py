@@ -1,11 +1,12 @@
 """Build registered variants by name and load checkpoints into them."""
 
+import inspect
 import warnings
 from pathlib import Path
 
 import torch
 
-from .model import VARIANTS
+from .model import VARIANTS, ModelConfigError
 
 
 class CheckpointError(ValueError):
@@ -13,12 +14,17 @@ class CheckpointError(ValueError):
     the file and what does not fit."""
 
 
-class ModelConfigError(ValueError):
-    """A model name or argument that no registered variant accepts."""
 
 
 def list_models():
     return sorted(VARIANTS)
+
+
+def get_variant(name):
+    """The registered Variant record of `name`: network, arguments, input size and crop, the paper's figures."""
+    if name not in VARIANTS:
+        raise ModelConfigError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
+    return VARIANTS[name]
 
 
 def create_model(name, pretrained=None, **overrides):
@@ -28,18 +34,17 @@ def create_model(name, pretrained=None, **overrides):
     `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer. `pretrained` is the path of a
     checkpoint to load (see `load_pretrained`).
     """
-    if name not in VARIANTS:
-        raise ModelConfigError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
-    network, args = VARIANTS[name]
-    args = dict(args)
+    variant = get_variant(name)
+    args = dict(variant.args)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(args.get(key), dict):
             value = {**args[key], **value}
         args[key] = value
-    try:
-        model = network(**args)
+    try:  # a setting the network does not take is the user's mistake; an error inside it is a bug, left to show
+        inspect.signature(variant.network).bind(**args)
     except TypeError as error:
         raise ModelConfigError(f"model {name!r}: {error}") from None
+    model = variant.network(**args)
     if pretrained:
         load_pretrained(model, pretrained)
     return model

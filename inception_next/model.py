@@ -8,10 +8,17 @@ an experiment changes a value, never a class.
 The hierarchical InceptionNeXt models keep the state-dict layout of the released checkpoints (official and timm).
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d
 from torch import nn
+
+
+class ModelConfigError(ValueError):
+    """An architecture setting no network accepts; the message names the setting and what was expected."""
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Token mixers: (B, C, H, W) -> (B, C, H, W). Each one is usable on its own in other networks.
@@ -37,14 +44,14 @@ class InceptionDWConv2d(nn.Module):
         super().__init__()
         unknown = set(branches) - set(IDC_BRANCHES)
         if unknown or not branches:
-            raise ValueError(f"branches: expected a non-empty subset of {IDC_BRANCHES}, got {tuple(branches)}")
+            raise ModelConfigError(f"branches: expected a non-empty subset of {IDC_BRANCHES}, got {tuple(branches)}")
         if band_mode not in ("parallel", "sequential"):
-            raise ValueError(f"band_mode: expected 'parallel' or 'sequential', got {band_mode!r}")
+            raise ModelConfigError(f"band_mode: expected 'parallel' or 'sequential', got {band_mode!r}")
         if band_mode == "sequential" and not {"horizontal", "vertical"} <= set(branches):
-            raise ValueError("band_mode='sequential' needs both the 'horizontal' and 'vertical' branches")
+            raise ModelConfigError("band_mode='sequential' needs both the 'horizontal' and 'vertical' branches")
         gc = int(dim * branch_ratio)
         if gc < 1:
-            raise ValueError(f"branch_ratio {branch_ratio} leaves no channel for a branch of a {dim}-channel input")
+            raise ModelConfigError(f"branch_ratio {branch_ratio} leaves no channel for a branch of a {dim}-channel input")
 
         def dwconv(kernel_size):
             padding = tuple(k // 2 for k in kernel_size)
@@ -68,7 +75,7 @@ class InceptionDWConv2d(nn.Module):
         # The identity part comes first, as in the released code (Algorithm 1 in the paper puts it last).
         identity = dim - gc * len(self.branch_names)
         if identity < 0:
-            raise ValueError(f"branch_ratio {branch_ratio}: {len(self.branch_names)} branches of {gc} channels "
+            raise ModelConfigError(f"branch_ratio {branch_ratio}: {len(self.branch_names)} branches of {gc} channels "
                              f"exceed the {dim} input channels")
         self.split_sizes = [identity] + [gc] * len(self.branch_names)
 
@@ -88,7 +95,7 @@ class PartialDWConv2d(nn.Module):
         super().__init__()
         conv_dim = int(dim * conv_ratio)
         if not 0 < conv_dim <= dim:
-            raise ValueError(f"conv_ratio: expected a fraction in (0, 1] leaving at least one channel, got {conv_ratio}")
+            raise ModelConfigError(f"conv_ratio: expected a fraction in (0, 1] leaving at least one channel, got {conv_ratio}")
         self.split_sizes = [conv_dim, dim - conv_dim]
         self.dwconv = nn.Conv2d(conv_dim, conv_dim, kernel_size, padding=kernel_size // 2, groups=conv_dim)
 
@@ -105,7 +112,7 @@ class SpatialSelfAttention(nn.Module):
     def __init__(self, dim, num_heads=6, qkv_bias=True):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"num_heads: {num_heads} does not divide the {dim} channels")
+            raise ModelConfigError(f"num_heads: {num_heads} does not divide the {dim} channels")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -131,7 +138,7 @@ def make_norm(kind, dim):
         return nn.BatchNorm2d(dim)
     if kind == "layernorm":
         return LayerNorm2d(dim, eps=1e-6)
-    raise ValueError(f"norm: expected 'batchnorm' or 'layernorm', got {kind!r}")
+    raise ModelConfigError(f"norm: expected 'batchnorm' or 'layernorm', got {kind!r}")
 
 
 def _bn_scale_shift(bn):
@@ -211,7 +218,7 @@ class MetaNeXtBlock(nn.Module):
                  layer_scale_init=1e-6, drop_path=0.0):
         super().__init__()
         if token_mixer not in TOKEN_MIXERS:
-            raise ValueError(f"token_mixer: expected one of {sorted(TOKEN_MIXERS)}, got {token_mixer!r}")
+            raise ModelConfigError(f"token_mixer: expected one of {sorted(TOKEN_MIXERS)}, got {token_mixer!r}")
         self.token_mixer = TOKEN_MIXERS[token_mixer](dim, **(mixer_args or {}))
         self.norm = make_norm(norm, dim)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
@@ -235,31 +242,44 @@ class MetaNeXtBlock(nn.Module):
 # Networks
 # ---------------------------------------------------------------------------------------------------------------------
 
-class ClassifierHead(nn.Module):
-    """Global average pool, then either InceptionNeXt's MLP head (fc1 -> GELU -> LayerNorm -> dropout -> fc2, the
-    stage-4 MLP savings moved here) when `hidden_ratio` is set, or ConvNeXt's LayerNorm -> dropout -> linear."""
+class MlpHead(nn.Module):
+    """InceptionNeXt's head: global average pool -> fc1 -> GELU -> LayerNorm -> dropout -> fc2 (the MLP savings of
+    stage 4 moved here)."""
 
-    def __init__(self, dim, num_classes, hidden_ratio=None, drop_rate=0.0):
+    def __init__(self, dim, num_classes, hidden_ratio=3.0, drop_rate=0.0):
         super().__init__()
-        if hidden_ratio:
-            hidden = int(hidden_ratio * dim)
-            self.fc1 = nn.Linear(dim, hidden)
-            self.act = nn.GELU()
-            self.norm = nn.LayerNorm(hidden, eps=1e-6)
-            self.drop = nn.Dropout(drop_rate)
-            self.fc2 = nn.Linear(hidden, num_classes)
-            self.classifier_name = "fc2"
-        else:
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
-            self.drop = nn.Dropout(drop_rate)
-            self.fc = nn.Linear(dim, num_classes)
-            self.classifier_name = "fc"
+        hidden = int(hidden_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self.num_features = hidden  # what the classifier sees (timm's pre-logits width)
+
+    @property
+    def classifier(self):
+        return self.fc2
 
     def forward(self, x):
-        x = x.mean(dim=(2, 3))
-        if hasattr(self, "fc1"):
-            x = self.act(self.fc1(x))
-        return getattr(self, self.classifier_name)(self.drop(self.norm(x)))
+        return self.fc2(self.drop(self.norm(self.act(self.fc1(x.mean(dim=(2, 3)))))))
+
+
+class NormLinearHead(nn.Module):
+    """ConvNeXt's head: global average pool -> LayerNorm -> dropout -> linear."""
+
+    def __init__(self, dim, num_classes, drop_rate=0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(dim, num_classes)
+        self.num_features = dim
+
+    @property
+    def classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.fc(self.drop(self.norm(x.mean(dim=(2, 3)))))
 
 
 def drop_path_rates(final_rate, num_blocks):
@@ -306,7 +326,7 @@ class MetaNeXt(nn.Module):
                  drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
         super().__init__()
         if not len(depths) == len(dims) == len(mlp_ratios):
-            raise ValueError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, {mlp_ratios}")
+            raise ModelConfigError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, {mlp_ratios}")
         self.num_classes = num_classes
         self.stem = ConvNorm(in_chans, dims[0], 4, 4, norm)
         rates = drop_path_rates(drop_path_rate, sum(depths))
@@ -319,7 +339,8 @@ class MetaNeXt(nn.Module):
             in_dim = dim
         self.stages = nn.Sequential(*stages)
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}") for i, dim in enumerate(dims)]
-        self.head = ClassifierHead(dims[-1], num_classes, head_hidden_ratio, drop_rate)
+        self.head = (MlpHead(dims[-1], num_classes, head_hidden_ratio, drop_rate) if head_hidden_ratio
+                     else NormLinearHead(dims[-1], num_classes, drop_rate))
         self.apply(_init_weights)
 
     def forward_intermediates(self, x):
@@ -335,7 +356,12 @@ class MetaNeXt(nn.Module):
         return self.stages(self.stem(x))
 
     def get_classifier(self):
-        return getattr(self.head, self.head.classifier_name)
+        return self.head.classifier
+
+    def layer_scales(self):
+        """Each block's layer scale (gamma) by `stage<i>.block<j>`: how much each residual branch contributes."""
+        return {f"stage{i}.block{j}": block.gamma for i, stage in enumerate(self.stages)
+                for j, block in enumerate(stage.blocks) if block.gamma is not None}
 
     def forward(self, x):
         return self.head(self.forward_features(x))
@@ -358,7 +384,7 @@ class IsotropicMetaNeXt(nn.Module):
         self.blocks = nn.Sequential(*[
             MetaNeXtBlock(dim, token_mixer, mixer_args, norm, mlp_ratio, layer_scale_init, rate) for rate in rates])
         self.feature_info = [dict(num_chs=dim, reduction=patch_size, module="blocks")]
-        self.head = ClassifierHead(dim, num_classes, None, drop_rate)
+        self.head = NormLinearHead(dim, num_classes, drop_rate)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(_init_weights)
@@ -376,7 +402,11 @@ class IsotropicMetaNeXt(nn.Module):
         return [self.forward_features(x)]
 
     def get_classifier(self):
-        return self.head.fc
+        return self.head.classifier
+
+    def layer_scales(self):
+        """Each block's layer scale (gamma) by `stage0.block<j>` (one stage); none without layer scale."""
+        return {f"stage0.block{j}": block.gamma for j, block in enumerate(self.blocks) if block.gamma is not None}
 
     def forward(self, x):
         return self.head(self.forward_features(x))
@@ -396,34 +426,65 @@ def _convnext_t(kernel_size, conv_ratio=1.0):
     return dict(_CONVNEXT_T, mixer_args=dict(kernel_size=kernel_size, conv_ratio=conv_ratio))
 
 
+@dataclass(frozen=True)
+class Paper:
+    """A variant's figures in the paper: params (M) and MACs (G) as printed (the digits tell the rounding: "22" for
+    ConvNeXt-S (iso.) stands for 22.3M), ImageNet top-1, and A100 train / inference images/s (TF32, batch 128).
+    None where the paper gives none."""
+    params: str
+    macs: str | None = None
+    top1: float | None = None
+    a100: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A registered model: its network and arguments, the input it was trained and evaluated at, and, where the
+    paper reports it, what the paper reports."""
+    network: type
+    args: dict
+    input_size: int = 224
+    crop_pct: float = 0.875
+    paper: Paper | None = None
+
+
+_BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
+
 VARIANTS = {
     # Hierarchical InceptionNeXt (Table 4); atto uses band kernel 9 and branch ratio 1/4.
-    "inception_next_atto": (MetaNeXt, dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320),
-                                           mixer_args=dict(band_kernel_size=9, branch_ratio=0.25))),
-    "inception_next_tiny": (MetaNeXt, dict(depths=_T_DEPTHS, dims=_T_DIMS)),
-    "inception_next_small": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=_T_DIMS)),
-    "inception_next_base": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))),
-    "inception_next_base_384": (MetaNeXt, dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))),
+    "inception_next_atto": Variant(MetaNeXt, dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320),
+                                                  mixer_args=dict(band_kernel_size=9, branch_ratio=0.25)),
+                                   paper=Paper("4.16", "0.50", 75.3, (2661, 9876))),
+    "inception_next_tiny": Variant(MetaNeXt, dict(depths=_T_DEPTHS, dims=_T_DIMS),
+                                   paper=Paper("28.06", "4.19", 82.3, (901, 2900))),
+    "inception_next_small": Variant(MetaNeXt, dict(depths=(3, 3, 27, 3), dims=_T_DIMS),
+                                    paper=Paper("49.37", "8.36", 83.5, (521, 1750))),
+    "inception_next_base": Variant(MetaNeXt, dict(_BASE), paper=Paper("86.67", "14.84", 84.0, (375, 1244))),
+    "inception_next_base_384": Variant(MetaNeXt, dict(_BASE), input_size=384, crop_pct=1.0,
+                                       paper=Paper("86.67", "43.6", 85.2, (139, 428))),
     # Isotropic models (Table 5), all the size of DeiT-S / ConvNeXt-S (iso.).
-    "inception_next_small_iso": (IsotropicMetaNeXt, dict(_ISO_S)),
-    "convnext_small_iso": (IsotropicMetaNeXt, dict(_ISO_S, token_mixer="dwconv", norm="layernorm")),
-    "metanext_attn_small_iso": (IsotropicMetaNeXt, dict(depth=12, dim=384, patch_size=16, token_mixer="attention",
-                                                        mixer_args=dict(num_heads=6), pos_embed=True)),
+    "inception_next_small_iso": Variant(IsotropicMetaNeXt, dict(_ISO_S), paper=Paper("22", "4.2", 79.7)),
+    "convnext_small_iso": Variant(IsotropicMetaNeXt, dict(_ISO_S, token_mixer="dwconv", norm="layernorm"),
+                                  paper=Paper("22", "4.3", 79.7)),
+    "metanext_attn_small_iso": Variant(IsotropicMetaNeXt, dict(depth=12, dim=384, patch_size=16,
+                                                               token_mixer="attention", mixer_args=dict(num_heads=6),
+                                                               pos_embed=True),
+                                       paper=Paper("22", "4.6", 3.9)),
     # ConvNeXt-T with smaller or partial depthwise kernels (Table 1).
-    "convnext_tiny_k7": (MetaNeXt, _convnext_t(7)),
-    "convnext_tiny_k5": (MetaNeXt, _convnext_t(5)),
-    "convnext_tiny_k3": (MetaNeXt, _convnext_t(3)),
-    "convnext_tiny_k3_par1_2": (MetaNeXt, _convnext_t(3, 1 / 2)),
-    "convnext_tiny_k3_par3_8": (MetaNeXt, _convnext_t(3, 3 / 8)),
-    "convnext_tiny_k3_par1_4": (MetaNeXt, _convnext_t(3, 1 / 4)),
-    "convnext_tiny_k3_par1_8": (MetaNeXt, _convnext_t(3, 1 / 8)),
-    "convnext_tiny_k3_par1_16": (MetaNeXt, _convnext_t(3, 1 / 16)),
+    "convnext_tiny_k7": Variant(MetaNeXt, _convnext_t(7), paper=Paper("28.6", "4.5", 82.1, (575, 2413))),
+    "convnext_tiny_k5": Variant(MetaNeXt, _convnext_t(5), paper=Paper("28.4", None, 82.0, (675, 2704))),
+    "convnext_tiny_k3": Variant(MetaNeXt, _convnext_t(3), paper=Paper("28.3", None, 81.5, (798, 2802))),
+    "convnext_tiny_k3_par1_2": Variant(MetaNeXt, _convnext_t(3, 1 / 2), paper=Paper("28.3", None, 81.4, (818, 2740))),
+    "convnext_tiny_k3_par3_8": Variant(MetaNeXt, _convnext_t(3, 3 / 8), paper=Paper("28.3", None, 81.4, (847, 2762))),
+    "convnext_tiny_k3_par1_4": Variant(MetaNeXt, _convnext_t(3, 1 / 4), paper=Paper("28.3", None, 81.3, (871, 2808))),
+    "convnext_tiny_k3_par1_8": Variant(MetaNeXt, _convnext_t(3, 1 / 8), paper=Paper("28.3", None, 80.8, (901, 2833))),
+    "convnext_tiny_k3_par1_16": Variant(MetaNeXt, _convnext_t(3, 1 / 16),
+                                        paper=Paper("28.3", None, 80.1, (916, 2846))),
 }
 
-# The input size each variant was trained and evaluated at; all others use 224.
-INPUT_SIZES = {"inception_next_base_384": 384}
 
-
-def input_size(name):
-    return INPUT_SIZES.get(name, 224)
-
+def register(name, variant):
+    """Add a variant (a Variant record) under `name`, so that create_model, the CLI and the benchmark know it."""
+    if name in VARIANTS:
+        raise ValueError(f"model {name!r} is already registered")
+    VARIANTS[name] = variant

@@ -1,7 +1,6 @@
 """The LightningModule: an image classifier around any registered backbone, with the paper's optimisation recipe."""
 
 import random
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -19,7 +18,15 @@ from .factory import create_model
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss more often than allowed."""
+    """Training produced a non-finite loss more often than allowed. `last_checkpoint` is filled in by whoever saves
+    checkpoints (callbacks.LastCheckpoint), which the message then names."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.last_checkpoint = None
+
+    def __str__(self):
+        return f"{self.args[0]}; last good checkpoint: {self.last_checkpoint or 'none saved yet'} (left intact)"
 
 
 class RecipeError(ValueError):
@@ -90,7 +97,6 @@ class ImageClassifier(L.LightningModule):
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
         self.scheduler = None
-        self.last_inputs = None
         self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
 
     def configure_model(self):
@@ -104,12 +110,18 @@ class ImageClassifier(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------------------
     @property
-    def global_batch_size(self):
+    def global_batch(self):
+        """Images per optimizer step over all devices: per-device batch x devices x gradient accumulation (the CLI
+        derives the accumulation from the recipe's global_batch_size)."""
         return self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def layer_scales(self):
+        """The backbone's layer scales by `stage<i>.block<j>` (for callbacks that show them); empty without."""
+        return self.backbone.layer_scales() if hasattr(self.backbone, "layer_scales") else {}
 
     def configure_optimizers(self):
         h = self.hparams
-        peak_lr = h.lr_per_1024 * self.global_batch_size / 1024
+        peak_lr = h.lr_per_1024 * self.global_batch / 1024
         optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay), lr=peak_lr, betas=h.betas,
                                       eps=h.eps)
         epochs = self.trainer.max_epochs
@@ -130,9 +142,9 @@ class ImageClassifier(L.LightningModule):
             schedule = (f"{h.sched} over {cosine_epochs} epochs ({h.warmup_epochs:g} of warmup from {h.warmup_lr:g}) "
                         f"to {h.min_lr:g}{cooldown}, updated every {'epoch' if h.step_on_epochs else 'optimizer step'}")
         rank_zero_info(
-            f"global batch {self.global_batch_size} = {h.batch_size} per device x {self.trainer.world_size} "
+            f"global batch {self.global_batch} = {h.batch_size} per device x {self.trainer.world_size} "
             f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "
-            f"(= {h.lr_per_1024:g} x {self.global_batch_size} / 1024); lr schedule: {schedule}")
+            f"(= {h.lr_per_1024:g} x {self.global_batch} / 1024); lr schedule: {schedule}")
         # The schedule is applied before every batch (on_train_batch_start) as a function of the epoch or the
         # optimizer step, so it is right wherever a run resumed; Lightning does not step it.
         return optimizer
@@ -150,7 +162,6 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
-        self.last_inputs = images  # what the network saw (after Mixup/CutMix), for callbacks that show it
         if self.flops_per_batch is None:
             self.flops_per_batch = self._training_flops(images)
         loss = self.train_loss(self(images), targets)
@@ -158,7 +169,7 @@ class ImageClassifier(L.LightningModule):
             return self._nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-        return loss
+        return dict(loss=loss, inputs=images.detach())  # the batch as trained, after Mixup, for callbacks to show
 
     def _training_flops(self, images):
         """FLOPs of one training step on this batch: forward and backward, about 3 x 2 FLOPs per forward MAC.
@@ -172,16 +183,10 @@ class ImageClassifier(L.LightningModule):
         self.nonfinite_steps += 1
         where = f"epoch {self.current_epoch}, global step {self.global_step}"
         if self.nonfinite_steps > self.hparams.max_nonfinite_steps:
-            raise DivergenceError(f"training diverged: loss {loss.item()} at {where}; last good checkpoint: "
-                                  f"{self._newest_checkpoint() or 'none saved yet'} (left intact)")
+            raise DivergenceError(f"training diverged: loss {loss.item()} at {where}")
         rank_zero_warn(f"non-finite loss at {where}: step skipped ({self.nonfinite_steps} of "
                        f"{self.hparams.max_nonfinite_steps} allowed)")
         return None
-
-    def _newest_checkpoint(self):
-        paths = [Path(p) for cb in self.trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path)
-                 if p and Path(p).is_file()]
-        return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
 
     # -- random state in checkpoints: a resumed run draws the same Mixup, drop path and dropout as an unbroken one --
     def on_save_checkpoint(self, checkpoint):

@@ -6,8 +6,9 @@ import pytest
 import inception_next
 from inception_next import CheckpointError, create_model, list_models
 from inception_next.complexity import count_macs, count_params
-from inception_next.model import InceptionDWConv2d, input_size
-from inception_next.paper import PARAMS_MACS, figure_and_rounding
+from inception_next.factory import get_variant
+from inception_next.model import InceptionDWConv2d
+from inception_next.paper import figure_and_rounding
 
 HIERARCHICAL = ["inception_next_atto", "inception_next_tiny", "inception_next_small", "inception_next_base"]
 
@@ -44,13 +45,14 @@ def within_paper(measured, printed, rel):
 
 @pytest.mark.parametrize("name", list_models())
 def test_params_and_macs_match_the_paper(name):
+    variant = get_variant(name)
     with torch.device("meta"):
         model = create_model(name)
-    params, macs = count_params(model) / 1e6, count_macs(model, input_size(name)) / 1e9
-    paper_params, paper_macs = PARAMS_MACS[name]
-    assert within_paper(params, paper_params, 0.01), f"{params:.2f}M vs the paper's {paper_params}M"
-    if paper_macs is not None:
-        assert within_paper(macs, paper_macs, 0.02), f"{macs:.2f}G vs the paper's {paper_macs}G"
+    params, macs = count_params(model) / 1e6, count_macs(model, variant.input_size) / 1e9
+    paper = variant.paper
+    assert within_paper(params, paper.params, 0.01), f"{params:.2f}M vs the paper's {paper.params}M"
+    if paper.macs is not None:
+        assert within_paper(macs, paper.macs, 0.02), f"{macs:.2f}G vs the paper's {paper.macs}G"
 
 
 def forward_backward(model, size=64, batch=2):
@@ -198,3 +200,33 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path):
 def test_public_api():
     assert "inception_next_tiny" in inception_next.list_models()
     assert len(inception_next.list_models()) == 16
+
+
+def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_dataset, tmp_path, monkeypatch):
+    from inception_next import benchmark
+    from inception_next.cli import EXPERIMENTS, main
+    from inception_next.model import VARIANTS, MetaNeXt, Variant, register
+
+    register("inception_next_pico", Variant(MetaNeXt, dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))))
+    try:
+        forward_backward(create_model("inception_next_pico", num_classes=3))
+        row = next(r for r in benchmark.macs_table() if r["model"] == "inception_next_pico")
+        assert row["paper_params_m"] is None and row["params_m"] > 0
+        speed = benchmark.main(["--models", "inception_next_pico", "--device", "cpu", "--batch-size", "2",
+                                "--img-size", "32", "--warmup", "0", "--iters", "1", "--no-chart",
+                                "--out", str(tmp_path / "bench")])
+        assert speed[0]["paper_a100_train"] is None and speed[0]["train_img_s"] > 0
+        monkeypatch.chdir(tmp_path)
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), "--model.backbone", "inception_next_pico",
+              "--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.batch_size", "4",
+              "--data.num_workers", "0", "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false"])
+    finally:
+        VARIANTS.pop("inception_next_pico")
+
+
+def test_macs_are_counted_the_same_wherever_the_model_lives():
+    on_cpu = create_model("metanext_attn_small_iso")
+    with torch.device("meta"):
+        on_meta = create_model("metanext_attn_small_iso")
+    assert count_macs(on_cpu) == count_macs(on_meta)  # torch's counter misses the CPU attention kernel itself
+    assert next(on_cpu.parameters()).device.type == "cpu"  # counted on a copy

@@ -1,0 +1,38 @@
+"""Data parallel on the CPU (gloo): the data module under any Trainer, prediction sharded into one file."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from inception_next.cli import EXPERIMENTS
+
+TESTS = Path(__file__).parent
+
+
+def test_a_plain_trainer_under_ddp_trains_each_sample_once(tiny_dataset, tmp_path):
+    """No CLI, Lightning's defaults (use_distributed_sampler=True): the data module's sampler is already sharded,
+    so Lightning must not shard it a second time."""
+    done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(tiny_dataset), str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 12  # 24 training images, 2 ranks
+    assert sorted(ranks[0] + ranks[1]) == list(range(24))  # every image once, none on both ranks
+
+
+def test_predict_under_ddp_writes_one_file_with_each_image_once(tiny_dataset, tmp_path):
+    output = tmp_path / "predictions.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "inception_next", "predict", "--config", str(EXPERIMENTS / "demo.yaml"),
+         "--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.batch_size", "2", "--data.num_workers",
+         "0", "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+         "--trainer.enable_progress_bar", "false", "--data.predict_root", str(tiny_dataset / "val"),
+         "--predict_csv", str(output)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = [row["file"] for row in csv.DictReader(open(output))]
+    expected = sorted(str(p) for p in (tiny_dataset / "val").rglob("*.JPEG"))
+    assert sorted(files) == expected  # 12 images, each once, from both ranks' shares
+    assert done.stdout.count("predictions: ") == 1
