@@ -1,9 +1,11 @@
-"""`python -m inception_next {fit,validate,test,predict,benchmark}`: LightningCLI over ImageClassifier and
-ImageFolderDataModule, with the experiment YAMLs under experiments/.
+"""`python -m inception_next {fit,validate,test,predict}`: LightningCLI over ImageClassifier and
+ImageFolderDataModule, with the experiment YAMLs that ship in inception_next/experiments/; and
+`python -m inception_next {benchmark,benchmark-data}`.
 
 Experiment files build on each other: a file may start with `extends: other.yaml` (relative to itself) and then
-state only what differs. The chain is handed to LightningCLI as successive `--config` values, base first, so that
-later files, then command-line flags, override earlier ones. Without `--config`, `experiments/demo.yaml` is used.
+state only what differs. `-c/--config FILE` applies the chain base first, each file as jsonargparse reads any config
+file (so values that are paths resolve against their own file), so that later files, then later flags, override
+earlier ones; the run is named after FILE. Without a config, the subcommand runs `experiments/demo.yaml`.
 """
 
 import logging
@@ -16,7 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ActionConfigFile, ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -31,58 +33,69 @@ from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError, ModelConfigError
 from .module import DivergenceError, ImageClassifier, RecipeError
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+OTHER_COMMANDS = {"benchmark": "training and inference images/s, params, MACs and memory, ours beside timm's",
+                  "benchmark-data": "decode + augment images/s per loader worker, ours beside a bare timm loop"}
 
 
 class ConfigError(ValueError):
     pass
 
 
-def config_chain(path, seen=()):
-    """The YAML texts of `path` and of the files it extends, base first, with `extends` removed."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file; the experiments are under {EXPERIMENTS}")
-    if path in seen:
-        raise ConfigError(f"--config {path}: `extends` loops back to itself")
+# The settings that are paths: a relative one in a config file is relative to that file, not to where fit runs.
+PATH_SETTINGS = ("data.root", "data.predict_root", "model.pretrained", "predict_csv", "trainer.default_root_dir")
+
+
+def read_config(path):
+    """A config file's settings as a dict, or ConfigError naming it."""
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"--config {path}: expected a mapping of settings at the top level")
-    base = config.pop("extends", None)
-    chain = config_chain(path.parent / base, seen + (path,)) if base else []
-    return chain + [yaml.safe_dump(config, sort_keys=False)]
+    return config
 
 
-def expand_configs(args):
-    """Replace each `--config FILE` by its chain; default to the demo; name the run after the last file."""
-    expanded, experiment = [], None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--config" or arg.startswith("--config="):
-            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
-            i += 1 if "=" in arg else 2
-            if not value.endswith((".yaml", ".yml")):  # a YAML string, as LightningCLI accepts
-                expanded += ["--config", value]
-                continue
-            expanded += [item for text in config_chain(value) for item in ("--config", text)]
-            experiment = Path(value).stem
-        else:
-            expanded.append(arg)
-            i += 1
-    if expanded and expanded[0] in SUBCOMMANDS and experiment is None:
-        if not any(a == "--config" for a in expanded):
-            chain = config_chain(DEMO_CONFIG)
-            expanded[1:1] = [item for text in chain for item in ("--config", text)]
-            experiment = "demo"
-    if expanded and expanded[0] in SUBCOMMANDS and experiment:
-        expanded[1:1] = ["--experiment", experiment]
-    return expanded
+def config_chain(path, seen=()):
+    """`path` and the files it extends, base first."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file; the experiments are under {EXPERIMENTS}")
+    if path in seen:
+        raise ConfigError(f"--config {path}: `extends` loops back to itself")
+    base = read_config(path).get("extends")
+    return (config_chain(path.parent / base, seen + (path,)) if base else []) + [path]
+
+
+class ActionExperimentConfig(ActionConfigFile):
+    """`-c/--config FILE`: FILE's `extends` chain applied base first, then the run named after FILE (unless a later
+    flag or the file itself names it). A value that is not a .yaml/.yml path is a YAML string, as in LightningCLI."""
+
+    def __call__(self, parser, cfg, values, option_string=None):
+        if not str(values).endswith((".yaml", ".yml")):
+            return super().__call__(parser, cfg, values, option_string)
+        named = None
+        for path in config_chain(values):
+            self.apply_config(parser, cfg, self.dest, str(path))
+            named = cfg.get("experiment") if cfg.get("experiment") != "default" else named
+            self.resolve_relative_paths(cfg, read_config(path), path.parent)
+        if "extends" in cfg:
+            cfg["extends"] = None  # applied: what remains is the resolved config
+        if "experiment" in cfg:
+            cfg["experiment"] = named or Path(values).stem
+
+    @staticmethod
+    def resolve_relative_paths(cfg, settings, folder):
+        for key in PATH_SETTINGS:
+            *parents, name = key.split(".")
+            node = settings
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            value = node.get(name) if isinstance(node, dict) else None
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute() and key in cfg:
+                cfg[key] = str(folder / value)
 
 
 class Trainer(L.Trainer):
@@ -119,7 +132,18 @@ class SaveFitConfig(SaveConfigCallback):
 
 
 class InceptionNeXtCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={L.__version__}"])
+        kwargs.setdefault("epilog", "Other commands: " + "; ".join(
+            f"{name}: {what} (python -m inception_next {name} --help)" for name, what in OTHER_COMMANDS.items()))
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionExperimentConfig,
+                            help="an experiment YAML (its `extends:` chain applied first); default: the demo")
+        return parser
+
     def add_arguments_to_parser(self, parser):
+        parser.add_argument("--extends", type=str | None, default=None,
+                            help="in a config file: the file it builds on (applied first by --config)")
         parser.add_argument("--experiment", type=str, default="default",
                             help="run name: runs go to <trainer.default_root_dir>/<experiment>/version_N/, each with "
                                  "its checkpoints/")
@@ -144,7 +168,12 @@ class InceptionNeXtCLI(LightningCLI):
         return Path(settings.trainer.default_root_dir).expanduser().resolve() / settings.experiment
 
     def parse_arguments(self, parser, args):
-        super().parse_arguments(parser, args)
+        """As LightningCLI, with the demo's config when a subcommand is given none, and `--ckpt_path` resolved."""
+        args = list(sys.argv[1:] if args is None else args)
+        if args[:1] and args[0] in self.subcommands() and not any(
+                arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
+            args[1:1] = ["--config", str(DEMO_CONFIG)]
+        self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
         settings = self.config[subcommand] if subcommand else self.config
         self.resumed_run = None
@@ -313,14 +342,12 @@ def main(args=None):
         if args[:1] == ["benchmark-data"]:
             from .data_benchmark import main as benchmark_data
             return benchmark_data(args[1:])
-        # LightningCLI reads the expanded command from sys.argv, where DDP's launcher also finds it to start the other
-        # processes (expanding an expanded command changes nothing).
-        sys.argv = sys.argv[:1] + expand_configs(args)
+        sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
                          save_config_callback=SaveFitConfig, save_config_kwargs=dict(overwrite=True),
                          auto_configure_optimizers=False,
-                         parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}})
+                         parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
     except ArgumentError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)

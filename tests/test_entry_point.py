@@ -1,0 +1,117 @@
+"""The entry point: config files and their `extends:` chains, the demo default, --help, a regular install."""
+
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inception_next.cli import EXPERIMENTS, ConfigError, config_chain, main
+
+REPO = Path(__file__).parent.parent
+
+
+def printed_config(args, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--print_config"])
+    assert stopped.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("form", [["-c", "{}"], ["--config", "{}"], ["--config={}"]])
+def test_a_config_applies_its_extends_chain_and_names_the_run(form, capsys):
+    ablation = EXPERIMENTS / "ablations/table8/band_kernel_7.yaml"
+    config = printed_config(["fit", *[part.format(ablation) for part in form]], capsys)
+    assert config["model"]["backbone_args"] == {"mixer_args": {"band_kernel_size": 7}}  # the ablation
+    assert config["model"]["backbone"] == "inception_next_tiny" and config["model"]["drop_path_rate"] == 0.1  # tiny
+    assert config["trainer"]["max_epochs"] == 310 and config["global_batch_size"] == 4096  # the recipe
+    assert config["experiment"] == "band_kernel_7" and config["extends"] is None
+
+
+def test_later_flags_and_files_override_earlier_ones(tmp_path, capsys):
+    mine = tmp_path / "configs" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_text(f"extends: {EXPERIMENTS / 'tiny.yaml'}\nmodel:\n  drop_path_rate: 0.2\n"
+                    "data:\n  root: ../imagenet\n")
+    config = printed_config(["fit", "-c", str(mine), "--model.drop_path_rate", "0.3", "--experiment", "named"],
+                            capsys)
+    assert config["model"]["drop_path_rate"] == 0.3 and config["experiment"] == "named"
+    assert config["data"]["root"] == str(mine.parent / "../imagenet")  # relative to the file, not to here
+    assert config["model"]["backbone"] == "inception_next_tiny"
+
+
+def test_without_a_config_a_subcommand_runs_the_demo(capsys):
+    config = printed_config(["fit"], capsys)
+    assert config["experiment"] == "demo" and config["data"]["root"] is None and config["data"]["img_size"] == 64
+
+
+def test_an_experiment_file_states_only_what_differs():
+    chain = config_chain(EXPERIMENTS / "ablations/table8/band_kernel_7.yaml")
+    assert [p.name for p in chain] == ["recipe.yaml", "tiny.yaml", "band_kernel_7.yaml"]
+    assert set(yaml.safe_load(chain[-1].read_text())) == {"extends", "model"}
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no such file"):
+        config_chain(tmp_path / "absent.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "-c", str(tmp_path / "loop.yaml")])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: --config {tmp_path / 'loop.yaml'}: `extends` loops back to itself"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for command in ("fit", "validate", "test", "predict", "benchmark:", "benchmark-data:"):
+        assert command in shown
+
+
+def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_path):
+    """`pip install .` (not editable): the experiments ship inside the package. The wheel goes into a new
+    environment that borrows this one's dependencies (torch and the rest) but not its editable install."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("inception_next-*.whl"))
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    python = env_dir / "bin" / "python"
+    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    dependencies = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
+    (target / "dependencies.pth").write_text("\n".join(dependencies) + "\n")  # a plain path list: no editable finder
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import inception_next; print(inception_next.__file__)"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(target))  # the wheel's copy, not the checkout
+    demo = subprocess.run([str(python), "-m", "inception_next", "fit", "--trainer.fast_dev_run", "1",
+                           "--data.img_size", "32", "--data.num_workers", "0", "--trainer.enable_progress_bar",
+                           "false"], cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=""))
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (target / "inception_next" / "experiments" / "demo.yaml").is_file()
+
+
+def test_the_package_has_no_import_cycle():
+    import ast
+
+    package = REPO / "inception_next"
+    imports = {path.stem: {node.module.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+                           if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+               for path in package.glob("*.py")}
+
+    def reaches(start, goal, seen=()):
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen + (dep,)))
+                   for dep in imports.get(start, ()))
+
+    assert not [module for module in imports if reaches(module, module)]
