@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError
+from timm.data import ImageNetInfo
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -30,13 +31,14 @@ from .callbacks import (FirstBatchImages, HParamsWithMetrics, LastCheckpoint, La
 from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
                           remove_partial_saves)
 from .data import DatasetError, ImageFolderDataModule
-from .factory import CheckpointError, ModelConfigError
+from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
 from .module import DivergenceError, ImageClassifier, RecipeError
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
 OTHER_COMMANDS = {"benchmark": "training and inference images/s, params, MACs and memory, ours beside timm's",
-                  "benchmark-data": "decode + augment images/s per loader worker, ours beside a bare timm loop"}
+                  "benchmark-data": "decode + augment images/s per loader worker, ours beside a bare timm loop",
+                  "export": "a checkpoint or released weights to ONNX, checked against onnxruntime"}
 
 
 class ConfigError(ValueError):
@@ -179,6 +181,35 @@ class InceptionNeXtCLI(LightningCLI):
         self.resumed_run = None
         if subcommand:  # before LightningCLI reads the checkpoint's hyperparameters
             settings.ckpt_path = self._resolve_checkpoint(subcommand, settings)
+        if subcommand in ("validate", "test", "predict"):
+            self._evaluate_as_trained(settings)
+
+    @staticmethod
+    def _evaluate_as_trained(settings):
+        """Evaluation labels and preprocesses images as the weights were trained: a checkpoint's classes and image
+        size, crop and interpolation (as LightningCLI takes the model's settings from it); released ImageNet
+        weights given as --model.pretrained, without a dataset, ImageNet's classes and the variant's input."""
+        data = settings.data
+        if settings.ckpt_path:
+            checkpoint = torch.load(settings.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            trained_on = checkpoint.get("datamodule_hyper_parameters", {})
+            classes = checkpoint.get(ImageFolderDataModule.__qualname__, {}).get("classes")
+        elif settings.model.pretrained and data.root is None and data.classes is None:
+            variant = get_variant(settings.model.backbone)
+            with torch.device("meta"):
+                classifier = create_model(settings.model.backbone).pretrained_cfg["classifier"]
+            rows = read_state_dict(settings.model.pretrained).get(f"{classifier}.weight")
+            if rows is None or len(rows) != 1000:
+                return
+            trained_on = dict(img_size=variant.input_size, crop_pct=variant.crop_pct, interpolation="bicubic")
+            classes = ImageNetInfo().label_names()
+        else:
+            return
+        for key in ("img_size", "crop_pct", "interpolation"):
+            if key in trained_on:
+                data[key] = trained_on[key]
+        if classes:
+            data.classes = list(classes)
 
     def _resolve_checkpoint(self, subcommand, settings):
         """`last` / `best`: the newest whole one of this experiment's newest run (named, so the user sees which);
@@ -342,6 +373,9 @@ def main(args=None):
         if args[:1] == ["benchmark-data"]:
             from .data_benchmark import main as benchmark_data
             return benchmark_data(args[1:])
+        if args[:1] == ["export"]:
+            from .export import main as export
+            return export(args[1:])
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,

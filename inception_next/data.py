@@ -231,6 +231,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             ("random": bilinear or bicubic per image, as the official runs).
         interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
+        classes: the class folder names in label order; default: the folders under root/train. The CLI sets the
+            checkpoint's when it evaluates one, so its labels keep their meaning without the training data.
         seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
 
     Under DDP the module shards the data itself (see ResumableSampler), so the Trainer runs with
@@ -244,7 +246,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                  color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
                  scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, train_interpolation: str = "random",
                  interpolation: str = "bicubic",
-                 predict_root: str | None = None, seed: int | None = None):
+                 predict_root: str | None = None, seed: int | None = None, classes: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         for name, least in (("img_size", 1), ("batch_size", 1), ("num_workers", 0)):
@@ -269,7 +271,10 @@ class ImageFolderDataModule(L.LightningDataModule):
     def classes(self):
         """Folder names of the classes, in label order."""
         if self._classes is None:
-            self._classes = list(demo_data.CLASSES) if self.demo else self._check_layout()
+            if self.hparams.classes is not None:
+                self._classes = list(self.hparams.classes)
+            else:
+                self._classes = list(demo_data.CLASSES) if self.demo else self._check_layout()
         return self._classes
 
     @property
@@ -322,7 +327,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def prepare_data(self):
-        if self.demo:
+        predicting = self.trainer is not None and self.trainer.state.fn == "predict"
+        if self.demo and not predicting:
             demo_data.ensure(self.root)
 
     def setup(self, stage=None):
@@ -341,6 +347,13 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.train_set = ClassFolderDataset(self.root / "train", self.classes, self.train_transform(),
                                                 skip_unreadable=True)
         if self.val_set is None:
+            if not (self.root / "val").is_dir():
+                raise DatasetError(f"data.root {self.root}: no val/ folder; expected {self.root / 'val'}/<class>/<images>")
+            unknown = sorted(set(list_classes(self.root / "val")) - set(self.classes))
+            if unknown:
+                raise DatasetError(f"{self.root / 'val'}: classes the model does not know: {', '.join(unknown[:5])}"
+                                   f"{' ...' if len(unknown) > 5 else ''}; expected some of its {self.num_classes} "
+                                   f"classes ({', '.join(self.classes[:3])}, ...)")
             self.val_set = ClassFolderDataset(self.root / "val", self.classes, self.eval_transform())
             self._check_files_open(self.val_set)
         if stage == "fit" and len(self.train_set) < self.batch_size:
@@ -411,7 +424,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         of this rank's samples that epoch has already trained on), at an optimizer step's boundary (a save in the
         middle of gradient accumulation has not saved the accumulated gradient: those batches are trained again).
         A save at an epoch's last batch, during its validation or at its end points to the next epoch's start."""
-        state = dict(seed=self.seed)
+        state = dict(seed=self.seed, classes=self.classes)  # the labels' meaning, for evaluating the checkpoint
         if self.train_sampler is not None and self.trainer is not None and self.trainer.state.fn == "fit":
             epoch, samples = self.train_sampler.position()
             state.update(epoch=epoch, samples=samples - samples % self.train_sampler.step_samples)

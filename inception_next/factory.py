@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .model import VARIANTS, ModelConfigError
 
@@ -27,12 +28,35 @@ def get_variant(name):
     return VARIANTS[name]
 
 
-def create_model(name, pretrained=None, **overrides):
+class FeatureExtractor(nn.Module):
+    """A backbone's multi-scale features for detection and segmentation, as timm's `features_only` models: called on
+    images, it returns the chosen levels' outputs (NCHW, strides 4 to 32 for the hierarchical models); the levels
+    after the last one chosen, and the head, are dropped. `feature_info` describes the outputs (channels()
+    and reduction() give their widths and strides)."""
+
+    def __init__(self, model, out_indices=(0, 1, 2, 3)):
+        super().__init__()
+        self.out_indices = model.prune_intermediate_layers(list(out_indices), prune_head=True)
+        self.model = model
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+
+    def channels(self):
+        return [info["num_chs"] for info in self.feature_info]
+
+    def reduction(self):
+        return [info["reduction"] for info in self.feature_info]
+
+    def forward(self, x):
+        return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+
+
+def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 2, 3), **overrides):
     """Build the variant `name`; any constructor argument can be overridden (num_classes, drop_path_rate, norm, ...).
 
     A dict-valued override such as `mixer_args` updates the variant's dict rather than replacing it, so
     `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer. `pretrained` is the path of a
-    checkpoint to load (see `load_pretrained`).
+    checkpoint to load (see `load_pretrained`). With `features_only`, a FeatureExtractor of the `out_indices`
+    levels, as timm's `features_only` models.
     """
     variant = get_variant(name)
     args = dict(variant.args)
@@ -45,9 +69,10 @@ def create_model(name, pretrained=None, **overrides):
     except TypeError as error:
         raise ModelConfigError(f"model {name!r}: {error}") from None
     model = variant.network(**args)
+    model.pretrained_cfg = variant.pretrained_cfg(name, model)
     if pretrained:
         load_pretrained(model, pretrained)
-    return model
+    return FeatureExtractor(model, out_indices) if features_only else model
 
 
 def read_state_dict(path):

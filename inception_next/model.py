@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d
+from timm.models import checkpoint_seq
 from torch import nn
 
 
@@ -80,9 +82,9 @@ class InceptionDWConv2d(nn.Module):
         self.split_sizes = [identity] + [gc] * len(self.branch_names)
 
     def forward(self, x):
-        x_id, *groups = torch.split(x, self.split_sizes, dim=1)
-        branches = [getattr(self, name)(group) for name, group in zip(self.branch_names, groups)]
-        return torch.cat([x_id, *branches], dim=1)
+        parts = torch.split(x, self.split_sizes, dim=1)  # indexed, not unpacked: torch.fx can trace it
+        branches = [getattr(self, name)(parts[i + 1]) for i, name in enumerate(self.branch_names)]
+        return torch.cat([parts[0], *branches], dim=1)
 
 
 class PartialDWConv2d(nn.Module):
@@ -102,8 +104,8 @@ class PartialDWConv2d(nn.Module):
     def forward(self, x):
         if self.split_sizes[1] == 0:
             return self.dwconv(x)
-        x_conv, x_id = torch.split(x, self.split_sizes, dim=1)
-        return torch.cat([self.dwconv(x_conv), x_id], dim=1)
+        parts = torch.split(x, self.split_sizes, dim=1)
+        return torch.cat([self.dwconv(parts[0]), parts[1]], dim=1)
 
 
 class SpatialSelfAttention(nn.Module):
@@ -249,19 +251,28 @@ class MlpHead(nn.Module):
     def __init__(self, dim, num_classes, hidden_ratio=3.0, drop_rate=0.0):
         super().__init__()
         hidden = int(hidden_ratio * dim)
+        self.in_features = dim
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(hidden, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        self.fc2 = nn.Linear(hidden, num_classes) if num_classes else nn.Identity()
         self.num_features = hidden  # what the classifier sees (timm's pre-logits width)
 
     @property
     def classifier(self):
         return self.fc2
 
-    def forward(self, x):
-        return self.fc2(self.drop(self.norm(self.act(self.fc1(x.mean(dim=(2, 3)))))))
+    def reset(self, num_classes, reset_other=False):
+        """A new classifier for `num_classes` (0: none); with `reset_other`, the MLP goes too (pool -> classifier)."""
+        if reset_other:
+            self.fc1, self.act, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
+            self.num_features = self.in_features
+        self.fc2 = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = self.drop(self.norm(self.act(self.fc1(x.mean(dim=(2, 3))))))
+        return x if pre_logits else self.fc2(x)
 
 
 class NormLinearHead(nn.Module):
@@ -271,15 +282,21 @@ class NormLinearHead(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
         self.num_features = dim
 
     @property
     def classifier(self):
         return self.fc
 
-    def forward(self, x):
-        return self.fc(self.drop(self.norm(x.mean(dim=(2, 3)))))
+    def reset(self, num_classes, reset_other=False):
+        if reset_other:
+            self.norm = nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = self.drop(self.norm(x.mean(dim=(2, 3))))
+        return x if pre_logits else self.fc(x)
 
 
 def drop_path_rates(final_rate, num_blocks):
@@ -294,18 +311,109 @@ def _init_weights(module):
             nn.init.zeros_(module.bias)
 
 
+def feature_indices(count, indices):
+    """timm's convention for choosing intermediates: None, all of them; an int n, the last n; a sequence, those
+    (negative from the end). Returns (sorted indices, the largest)."""
+    if indices is None:
+        take = list(range(count))
+    elif isinstance(indices, int):
+        take = list(range(count - indices, count))
+    else:
+        take = sorted(i + count if i < 0 else i for i in indices)
+    if not take or not all(0 <= i < count for i in take):
+        raise ModelConfigError(f"indices {indices}: expected indices into the {count} feature levels")
+    return take, take[-1]
+
+
+class Network(nn.Module):
+    """What both networks share: timm's model contract over a stem, a trunk of feature levels (the stages of the
+    hierarchical network, the blocks of the isotropic one) and a head, so that code written for timm models (feature
+    wrappers, fine-tuning helpers, `timm.data.resolve_model_data_config`) works on ours."""
+
+    pretrained_cfg = {}  # set per variant by create_model: input size, crop, mean/std, first conv, classifier
+
+    @property
+    def default_cfg(self):
+        return self.pretrained_cfg
+
+    def trunk(self):
+        raise NotImplementedError
+
+    def forward_stem(self, x):
+        return self.stem(x)
+
+    def forward_features(self, x):
+        return self.trunk()(self.forward_stem(x))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """The outputs of the chosen feature levels (see feature_indices), and, unless `intermediates_only`, the
+        final features too: `(final, [intermediates])`, as timm's models. `norm` has nothing to apply here (no
+        norm after the trunk); `stop_early` skips the levels after the last one chosen."""
+        if output_fmt != "NCHW":
+            raise ModelConfigError(f"output_fmt {output_fmt!r}: expected 'NCHW'")
+        take, last = feature_indices(len(self.trunk()), indices)
+        levels = self.trunk()[:last + 1] if stop_early else self.trunk()
+        intermediates = []
+        x = self.forward_stem(x)
+        for i, level in enumerate(levels):
+            x = level(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drop the feature levels after the last of `indices`, and the head; returns the indices kept."""
+        take, last = feature_indices(len(self.trunk()), indices)
+        prune_end = last < len(self.trunk()) - 1  # the head was sized for the features that are going
+        setattr(self, self.trunk_name, self.trunk()[:last + 1])
+        self.feature_info = self.feature_info[:last + 1]
+        if prune_head or prune_end:
+            self.reset_classifier(0, reset_other=True)
+        return take
+
+    @property
+    def num_features(self):
+        """Channels of the final features (what the head pools)."""
+        return self.feature_info[-1]["num_chs"]
+
+    @property
+    def head_hidden_size(self):
+        return self.head.num_features
+
+    def get_classifier(self):
+        return self.head.classifier
+
+    def reset_classifier(self, num_classes, global_pool=None, reset_other=False):
+        if global_pool not in (None, "avg"):
+            raise ModelConfigError(f"global_pool {global_pool!r}: the head pools by average ('avg')")
+        self.num_classes = num_classes
+        self.head.reset(num_classes, reset_other)
+
+    def no_weight_decay(self):
+        return set()
+
+
 class MetaNeXtStage(nn.Module):
     def __init__(self, in_dim, dim, depth, downsample, norm, drop_path_rates, **block_args):
         super().__init__()
+        self.grad_checkpointing = False
         self.downsample = NormConv(in_dim, dim, 2, 2, norm) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
             MetaNeXtBlock(dim, norm=norm, drop_path=rate, **block_args) for rate in drop_path_rates])
 
     def forward(self, x):
-        return self.blocks(self.downsample(x))
+        x = self.downsample(x)
+        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
 
 
-class MetaNeXt(nn.Module):
+class MetaNeXt(Network):
     """Hierarchical MetaNeXt: a 4x4 stride-4 stem, then four stages, each after the first opening with a 2x2
     stride-2 downsampling, then the classifier head. InceptionNeXt and the paper's ConvNeXt-T baselines are both this
     network with other arguments.
@@ -321,12 +429,15 @@ class MetaNeXt(nn.Module):
         layer_scale_init: initial gamma of every block; None for no layer scale.
     """
 
+    trunk_name = "stages"
+
     def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), token_mixer="inception", mixer_args=None,
                  mlp_ratios=(4, 4, 4, 3), norm="batchnorm", head_hidden_ratio=3.0, num_classes=1000, in_chans=3,
                  drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
         super().__init__()
         if not len(depths) == len(dims) == len(mlp_ratios):
-            raise ModelConfigError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, {mlp_ratios}")
+            raise ModelConfigError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, "
+                                   f"{mlp_ratios}")
         self.num_classes = num_classes
         self.stem = ConvNorm(in_chans, dims[0], 4, 4, norm)
         rates = drop_path_rates(drop_path_rate, sum(depths))
@@ -343,73 +454,79 @@ class MetaNeXt(nn.Module):
                      else NormLinearHead(dims[-1], num_classes, drop_rate))
         self.apply(_init_weights)
 
-    def forward_intermediates(self, x):
-        """The four stage outputs, strides 4, 8, 16 and 32: the multi-scale features for detection and segmentation."""
-        features = []
-        x = self.stem(x)
+    def trunk(self):
+        return self.stages
+
+    def group_matcher(self, coarse=False):
+        """Parameter groups for timm's layer-wise lr decay: the stem, then each stage (or each block)."""
+        blocks = r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.downsample", (0,)),
+                                                   (r"^stages\.(\d+)\.blocks\.(\d+)", None)]
+        return dict(stem=r"^stem", blocks=blocks)
+
+    def set_grad_checkpointing(self, enable=True):
         for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
-
-    def forward_features(self, x):
-        return self.stages(self.stem(x))
-
-    def get_classifier(self):
-        return self.head.classifier
+            stage.grad_checkpointing = enable
 
     def layer_scales(self):
         """Each block's layer scale (gamma) by `stage<i>.block<j>`: how much each residual branch contributes."""
         return {f"stage{i}.block{j}": block.gamma for i, stage in enumerate(self.stages)
                 for j, block in enumerate(stage.blocks) if block.gamma is not None}
 
-    def forward(self, x):
-        return self.head(self.forward_features(x))
 
-
-class IsotropicMetaNeXt(nn.Module):
+class IsotropicMetaNeXt(Network):
     """Isotropic MetaNeXt, following ConvNeXt-S (iso.): a 16x16 patchify stem, then one stage of `depth` blocks at a
     single resolution, then global pool -> LayerNorm -> linear. With an attention mixer and a learned position
-    embedding it is the paper's MetaNeXt-Attn (DeiT-S sized), the model that fails to train."""
+    embedding it is the paper's MetaNeXt-Attn (DeiT-S sized), the model that fails to train. Its feature levels are
+    its blocks."""
+
+    trunk_name = "blocks"
 
     def __init__(self, depth=18, dim=384, patch_size=16, token_mixer="inception", mixer_args=None, mlp_ratio=4,
                  norm="batchnorm", pos_embed=False, img_size=224, num_classes=1000, in_chans=3, drop_rate=0.0,
                  drop_path_rate=0.0, layer_scale_init=None):
         super().__init__()
         self.num_classes = num_classes
+        self.grad_checkpointing = False
         self.stem = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
         grid = img_size // patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid, grid)) if pos_embed else None
         rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
             MetaNeXtBlock(dim, token_mixer, mixer_args, norm, mlp_ratio, layer_scale_init, rate) for rate in rates])
-        self.feature_info = [dict(num_chs=dim, reduction=patch_size, module="blocks")]
+        self.feature_info = [dict(num_chs=dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.head = NormLinearHead(dim, num_classes, drop_rate)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(_init_weights)
 
-    def forward_features(self, x):
+    def trunk(self):
+        return self.blocks
+
+    def forward_stem(self, x):
         x = self.stem(x)
         if self.pos_embed is not None:
             pos = self.pos_embed
             if pos.shape[-2:] != x.shape[-2:]:  # another input size: resample the learned grid
                 pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
             x = x + pos
-        return self.blocks(x)
+        return x
 
-    def forward_intermediates(self, x):
-        return [self.forward_features(x)]
+    def forward_features(self, x):
+        x = self.forward_stem(x)
+        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
 
-    def get_classifier(self):
-        return self.head.classifier
+    def group_matcher(self, coarse=False):
+        return dict(stem=r"^stem|^pos_embed", blocks=r"^blocks\.(\d+)")
+
+    def set_grad_checkpointing(self, enable=True):
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self):
+        return {"pos_embed"} if self.pos_embed is not None else set()
 
     def layer_scales(self):
         """Each block's layer scale (gamma) by `stage0.block<j>` (one stage); none without layer scale."""
         return {f"stage0.block{j}": block.gamma for j, block in enumerate(self.blocks) if block.gamma is not None}
-
-    def forward(self, x):
-        return self.head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -446,6 +563,16 @@ class Variant:
     input_size: int = 224
     crop_pct: float = 0.875
     paper: Paper | None = None
+
+    def pretrained_cfg(self, name, model):
+        """timm's pretrained_cfg: what `timm.data.resolve_model_data_config` and timm's tools read off a model."""
+        reduction = model.feature_info[-1]["reduction"]
+        return dict(architecture=name, url="", num_classes=model.num_classes,
+                    input_size=(3, self.input_size, self.input_size),
+                    pool_size=(self.input_size // reduction,) * 2, crop_pct=self.crop_pct, interpolation="bicubic",
+                    mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv="stem.0" if isinstance(
+                        model.stem, nn.Sequential) else "stem", classifier="head.fc2" if isinstance(
+                        model.head, MlpHead) else "head.fc")
 
 
 _BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -33,12 +34,16 @@ class RecipeError(ValueError):
     """Settings that cannot work together; the message names them and what was expected."""
 
 
-def parameter_groups(model, weight_decay):
-    """Weight decay on weight matrices and kernels only: never on biases, norms, layer scales (every tensor with
-    ndim <= 1), as in the paper's recipe."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [dict(params=[p for p in params if p.ndim > 1], weight_decay=weight_decay),
-            dict(params=[p for p in params if p.ndim <= 1], weight_decay=0.0)]
+def parameter_groups(model, weight_decay, layer_decay=None):
+    """timm's parameter groups: weight decay on weight matrices and kernels only, never on biases, norms, layer scales
+    (every tensor with ndim <= 1) or what the model names in no_weight_decay(), as in the paper's recipe; with
+    `layer_decay`, timm's layer-wise lr decay too (each group's `lr_scale` shrinks by that factor per level below
+    the head, levels from the model's group_matcher)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    if layer_decay:
+        return param_groups_layer_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip,
+                                        layer_decay=layer_decay)
+    return param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip)
 
 
 class ImageClassifier(L.LightningModule):
@@ -61,6 +66,10 @@ class ImageClassifier(L.LightningModule):
         step_on_epochs: the lr changes once an epoch (the official runs), or every optimizer step if false.
         mixup, cutmix, mix_switch_prob, label_smoothing: timm's Mixup/CutMix; 0/0 turns mixing off.
         ema_decay: keep an EMA of the weights and validate it beside the raw weights; null for none.
+        layer_decay: timm's layer-wise lr decay for fine-tuning (e.g. 0.75: each level below the head learns at 0.75x
+            the next one's lr); null for none.
+        grad_checkpointing: recompute each block's activations in the backward pass instead of keeping them: less
+            memory (larger batches), more compute.
         channels_last, compile: speed options. max_nonfinite_steps: non-finite losses skipped before stopping.
     """
 
@@ -71,14 +80,16 @@ class ImageClassifier(L.LightningModule):
                  sched: str | None = "cosine", warmup_epochs: float = 20, warmup_lr: float = 1e-6,
                  min_lr: float = 1e-5, cooldown_epochs: int = 10, step_on_epochs: bool = True, mixup: float = 0.8,
                  cutmix: float = 1.0, mix_switch_prob: float = 0.5, label_smoothing: float = 0.1,
-                 ema_decay: float | None = None, channels_last: bool = False, compile: bool = False,
-                 max_nonfinite_steps: int = 0):
+                 ema_decay: float | None = None, layer_decay: float | None = None, grad_checkpointing: bool = False,
+                 channels_last: bool = False, compile: bool = False, max_nonfinite_steps: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.backbone = create_model(backbone, pretrained=pretrained, num_classes=num_classes,
                                      drop_path_rate=drop_path_rate, drop_rate=drop_rate, **(backbone_args or {}))
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
         self.ema = ModelEmaV3(self.backbone, decay=ema_decay) if ema_decay else None
         if self.ema is not None:  # updated by averaging, never by gradients (DDP would wait for theirs)
             self.ema.requires_grad_(False)
@@ -122,8 +133,10 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         peak_lr = h.lr_per_1024 * self.global_batch / 1024
-        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay), lr=peak_lr, betas=h.betas,
-                                      eps=h.eps)
+        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay, h.layer_decay), lr=peak_lr,
+                                      betas=h.betas, eps=h.eps)
+        for group in optimizer.param_groups:  # layer-wise decay; timm's schedulers apply lr_scale the same way
+            group["lr"] = peak_lr * group.get("lr_scale", 1.0)
         epochs = self.trainer.max_epochs
         schedule = "constant"
         if h.sched is not None:
@@ -168,7 +181,7 @@ class ImageClassifier(L.LightningModule):
         if not torch.isfinite(loss):
             return self._nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/lr", max(group["lr"] for group in self.trainer.optimizers[0].param_groups))  # the head's
         return dict(loss=loss, inputs=images.detach())  # the batch as trained, after Mixup, for callbacks to show
 
     def _training_flops(self, images):

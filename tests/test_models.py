@@ -144,7 +144,7 @@ def test_unknown_model_and_argument_are_clear_errors():
 @pytest.mark.parametrize("name", ["inception_next_atto", "convnext_tiny_k3_par1_4", "inception_next_small_iso"])
 def test_multi_scale_features(name):
     model = create_model(name)
-    features = model.forward_intermediates(torch.randn(1, 3, 64, 64))
+    features = model.forward_intermediates(torch.randn(1, 3, 64, 64), intermediates_only=True)
     assert [f.shape[1] for f in features] == [info["num_chs"] for info in model.feature_info]
     assert [64 // f.shape[-1] for f in features] == [info["reduction"] for info in model.feature_info]
 
