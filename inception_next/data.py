@@ -344,21 +344,26 @@ class ImageFolderDataModule(L.LightningDataModule):
                 raise DatasetError(f"data.predict_root {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
             return
         if stage == "fit" and self.train_set is None:
-            self.train_set = ClassFolderDataset(self.root / "train", self.classes, self.train_transform(),
+            self.train_set = ClassFolderDataset(self._split("train"), self.classes, self.train_transform(),
                                                 skip_unreadable=True)
         if self.val_set is None:
-            if not (self.root / "val").is_dir():
-                raise DatasetError(f"data.root {self.root}: no val/ folder; expected {self.root / 'val'}/<class>/<images>")
-            unknown = sorted(set(list_classes(self.root / "val")) - set(self.classes))
-            if unknown:
-                raise DatasetError(f"{self.root / 'val'}: classes the model does not know: {', '.join(unknown[:5])}"
-                                   f"{' ...' if len(unknown) > 5 else ''}; expected some of its {self.num_classes} "
-                                   f"classes ({', '.join(self.classes[:3])}, ...)")
-            self.val_set = ClassFolderDataset(self.root / "val", self.classes, self.eval_transform())
+            self.val_set = ClassFolderDataset(self._split("val"), self.classes, self.eval_transform())
             self._check_files_open(self.val_set)
         if stage == "fit" and len(self.train_set) < self.batch_size:
             raise DatasetError(f"{self.root / 'train'}: {len(self.train_set)} images, fewer than one batch of "
                                f"{self.batch_size}; expected at least data.batch_size images")
+
+    def _split(self, split):
+        """root/<split>, checked against the classes (which may be given, rather than read from root/train)."""
+        folder = self.root / split
+        if not folder.is_dir():
+            raise DatasetError(f"data.root {self.root}: no {split}/ folder; expected {folder}/<class>/<images>")
+        unknown = sorted(set(list_classes(folder)) - set(self.classes))
+        if unknown:
+            raise DatasetError(f"{folder}: classes the model does not know: {', '.join(unknown[:5])}"
+                               f"{' ...' if len(unknown) > 5 else ''}; expected some of its {self.num_classes} "
+                               f"classes ({', '.join(self.classes[:3])}, ...)")
+        return folder
 
     @staticmethod
     def _check_files_open(dataset):
