@@ -53,53 +53,61 @@ class LastCheckpoint(Checkpoint):
             exception.last_checkpoint = self.path
 
 
-def _tensorboard(trainer):
-    """The run's TensorBoard writer, on rank 0 only; None elsewhere or when logging elsewhere."""
-    if not trainer.is_global_zero:
-        return None
-    return next((logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+def show_image(logger, tag, image, step):
+    """Log a CHW image in [0, 1] to a logger that can take one; False for a logger that cannot (CSV, ...)."""
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(tag, image, step)
+    elif hasattr(logger, "log_image"):  # Weights & Biases
+        logger.log_image(key=tag, images=[image], step=step)
+    elif type(logger).__name__ == "MLFlowLogger":
+        logger.experiment.log_image(logger.run_id, image.permute(1, 2, 0).numpy(), f"{tag.replace('/', '_')}.png")
+    else:
+        return False
+    return True
 
 
 class FirstBatchImages(Callback):
-    """`train/augmented_batch` (IMAGES tab): the first training batch as the network sees it, after RandAugment and
-    Mixup/CutMix (the `inputs` the module's training_step returns beside its loss)."""
+    """`train/augmented_batch`: the first training batch as the network sees it, after RandAugment and Mixup/CutMix
+    (the `inputs` the module's training_step returns beside its loss), to every logger that takes images."""
 
     def __init__(self, images=32):
         self.images = images
         self.shown = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        writer = _tensorboard(trainer)
-        if writer is None or self.shown or not isinstance(outputs, dict) or "inputs" not in outputs:
+        if self.shown or not trainer.is_global_zero or not isinstance(outputs, dict) or "inputs" not in outputs:
             return
         self.shown = True
         images = outputs["inputs"][:self.images].float().cpu()
         mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
-        writer.add_image("train/augmented_batch", make_grid((images * std + mean).clamp(0, 1), nrow=8),
-                         trainer.global_step)
+        grid = make_grid((images * std + mean).clamp(0, 1), nrow=8)
+        for logger in trainer.loggers:
+            show_image(logger, "train/augmented_batch", grid, trainer.global_step)
 
 
 class LayerScaleMagnitudes(Callback):
     """`layer_scale/stage<i>` (mean |gamma| over a stage's blocks) and `layer_scale/stage<i>.block<j>`, every
-    `log_every_n_steps`: how much each residual branch contributes. Reads the module's `layer_scales()`."""
+    `log_every_n_steps`, to every logger: how much each residual branch contributes. Reads the module's
+    `layer_scales()`."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        writer = _tensorboard(trainer)
         scales = pl_module.layer_scales() if hasattr(pl_module, "layer_scales") else {}
-        if writer is None or not scales or trainer.global_step % trainer.log_every_n_steps:
+        if not trainer.is_global_zero or not scales or trainer.global_step % trainer.log_every_n_steps:
             return
         magnitudes = torch.stack([gamma.detach().abs().mean() for gamma in scales.values()]).tolist()  # one copy
-        stages = defaultdict(list)
+        values, stages = {}, defaultdict(list)
         for name, magnitude in zip(scales, magnitudes):
-            writer.add_scalar(f"layer_scale/{name}", magnitude, trainer.global_step)
+            values[f"layer_scale/{name}"] = magnitude
             stages[name.split(".")[0]].append(magnitude)
-        for stage, values in stages.items():
-            writer.add_scalar(f"layer_scale/{stage}", sum(values) / len(values), trainer.global_step)
+        values.update({f"layer_scale/{stage}": sum(v) / len(v) for stage, v in stages.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
 
 
 class HParamsWithMetrics(Callback):
-    """The HPARAMS tab: the run's settings beside its latest and best val/top1, val/top5 and val/loss."""
+    """The run's settings beside its latest and best val/top1, val/top5 and val/loss: TensorBoard's HPARAMS tab
+    (settings and metrics tied together), and the same values to every other logger."""
 
     METRICS = ("val/top1", "val/top5", "val/loss")
 
@@ -107,25 +115,29 @@ class HParamsWithMetrics(Callback):
         self.best_top1 = None
 
     def on_fit_start(self, trainer, pl_module):
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if logger is None or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         settings = dict(pl_module.hparams)
         if trainer.datamodule is not None:
             settings.update({f"data.{k}": v for k, v in trainer.datamodule.hparams.items()})
         settings.update(max_epochs=trainer.max_epochs, precision=str(trainer.precision),
                         global_batch=getattr(pl_module, "global_batch", None))
-        logger.log_hyperparams(settings, {f"hp/{name}": float("nan") for name in (*self.METRICS, "best_val/top1")})
+        start = {f"hp/{name}": float("nan") for name in (*self.METRICS, "best_val/top1")}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):  # the metrics' placeholders tie them to the settings
+                logger.log_hyperparams(settings, start)
+            else:
+                logger.log_hyperparams(settings)
 
     def on_validation_end(self, trainer, pl_module):
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         metrics = {name: trainer.callback_metrics[name].item() for name in self.METRICS
                    if name in trainer.callback_metrics}
-        if logger is None or not trainer.is_global_zero or trainer.sanity_checking or "val/top1" not in metrics:
+        if not trainer.is_global_zero or trainer.sanity_checking or "val/top1" not in metrics:
             return
         self.best_top1 = max(metrics["val/top1"], self.best_top1 or 0.0)
         metrics["best_val/top1"] = self.best_top1
-        logger.log_metrics({f"hp/{name}": value for name, value in metrics.items()}, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"hp/{name}": value for name, value in metrics.items()}, step=trainer.global_step)
 
 
 class UnreadableFilesReport(Callback):

@@ -8,6 +8,8 @@ file (so values that are paths resolve against their own file), so that later fi
 earlier ones; the run is named after FILE. Without a config, the subcommand runs `experiments/demo.yaml`.
 """
 
+import importlib
+import json
 import logging
 import re
 import sys
@@ -33,12 +35,17 @@ from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpo
 from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
 from .module import DivergenceError, ImageClassifier, RecipeError
+from .sweep import FINISHED
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
-OTHER_COMMANDS = {"benchmark": "training and inference images/s, params, MACs and memory, ours beside timm's",
-                  "benchmark-data": "decode + augment images/s per loader worker, ours beside a bare timm loop",
-                  "export": "a checkpoint or released weights to ONNX, checked against onnxruntime"}
+OTHER_COMMANDS = {  # name: (module, what it does)
+    "benchmark": ("benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
+    "benchmark-data": ("data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
+    "export": ("export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
+    "sweep": ("sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
+    "report": ("report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
+}
 
 
 class ConfigError(ValueError):
@@ -126,18 +133,32 @@ def check_writable(folder, flag):
 
 
 class SaveFitConfig(SaveConfigCallback):
-    """The resolved config beside a fit's logs; evaluation commands make no run folder to put it in."""
+    """The resolved config beside a fit's logs (evaluation commands make no run folder to put it in), and, flattened,
+    to every logger other than TensorBoard (CSV, Weights & Biases, MLflow...) as its hyperparameters."""
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":
             super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage):
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+
+        def flat(node, prefix=""):
+            if not isinstance(node, dict):
+                return {prefix[:-1]: node}
+            return {key: value for name, child in node.items()
+                    for key, value in flat(child, f"{prefix}{name}.").items()}
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(flat(config))
 
 
 class InceptionNeXtCLI(LightningCLI):
     def init_parser(self, **kwargs):
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={L.__version__}"])
         kwargs.setdefault("epilog", "Other commands: " + "; ".join(
-            f"{name}: {what} (python -m inception_next {name} --help)" for name, what in OTHER_COMMANDS.items()))
+            f"{name}: {what} (python -m inception_next {name} --help)" for name, (_, what) in OTHER_COMMANDS.items()))
         parser = self.parser_class(**kwargs)
         parser.add_argument("-c", "--config", action=ActionExperimentConfig,
                             help="an experiment YAML (its `extends:` chain applied first); default: the demo")
@@ -328,6 +349,11 @@ class InceptionNeXtCLI(LightningCLI):
             print(f"best checkpoint: {best.best_model_path}{score}")
         if last is not None and last.path is not None and last.path.is_file():
             print(f"last checkpoint: {last.path}")
+        if log_dir and not self.trainer.fast_dev_run:  # the run is done: `sweep` skips it, `report` reads it
+            metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items()}
+            Path(log_dir, FINISHED).write_text(json.dumps(dict(
+                experiment=self._settings().experiment, seed=self._settings().seed_everything,
+                epochs=self.trainer.current_epoch, global_step=self.trainer.global_step, final=metrics), indent=1))
 
 
 def one_line(parse_error):
@@ -367,15 +393,9 @@ def main(args=None):
     args = list(sys.argv[1:] if args is None else args)
     quiet_third_party_noise()
     try:
-        if args[:1] == ["benchmark"]:
-            from .benchmark import main as benchmark
-            return benchmark(args[1:])
-        if args[:1] == ["benchmark-data"]:
-            from .data_benchmark import main as benchmark_data
-            return benchmark_data(args[1:])
-        if args[:1] == ["export"]:
-            from .export import main as export
-            return export(args[1:])
+        if args[:1] and args[0] in OTHER_COMMANDS:
+            module, _ = OTHER_COMMANDS[args[0]]
+            return importlib.import_module(f".{module}", __package__).main(args[1:])
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,

@@ -53,7 +53,8 @@ class InceptionDWConv2d(nn.Module):
             raise ModelConfigError("band_mode='sequential' needs both the 'horizontal' and 'vertical' branches")
         gc = int(dim * branch_ratio)
         if gc < 1:
-            raise ModelConfigError(f"branch_ratio {branch_ratio} leaves no channel for a branch of a {dim}-channel input")
+            raise ModelConfigError(f"branch_ratio {branch_ratio} leaves no channel for a branch of a {dim}-channel "
+                                   "input")
 
         def dwconv(kernel_size):
             padding = tuple(k // 2 for k in kernel_size)
@@ -97,7 +98,8 @@ class PartialDWConv2d(nn.Module):
         super().__init__()
         conv_dim = int(dim * conv_ratio)
         if not 0 < conv_dim <= dim:
-            raise ModelConfigError(f"conv_ratio: expected a fraction in (0, 1] leaving at least one channel, got {conv_ratio}")
+            raise ModelConfigError(f"conv_ratio: expected a fraction in (0, 1] leaving at least one channel, got "
+                                   f"{conv_ratio}")
         self.split_sizes = [conv_dim, dim - conv_dim]
         self.dwconv = nn.Conv2d(conv_dim, conv_dim, kernel_size, padding=kernel_size // 2, groups=conv_dim)
 
@@ -449,7 +451,8 @@ class MetaNeXt(Network):
                                         layer_scale_init=layer_scale_init))
             in_dim = dim
         self.stages = nn.Sequential(*stages)
-        self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}") for i, dim in enumerate(dims)]
+        self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}")
+                             for i, dim in enumerate(dims)]
         self.head = (MlpHead(dims[-1], num_classes, head_hidden_ratio, drop_rate) if head_hidden_ratio
                      else NormLinearHead(dims[-1], num_classes, drop_rate))
         self.apply(_init_weights)

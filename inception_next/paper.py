@@ -21,3 +21,10 @@ def figure_and_rounding(printed):
     """'28.06' -> (28.06, 0.005): the value and the half-unit of its last printed digit."""
     decimals = len(printed.split(".")[1]) if "." in printed else 0
     return float(printed), 0.5 * 10 ** -decimals
+
+# Table 8: InceptionNeXt-T ablations (ImageNet top-1), keyed by our experiment file (tiny.yaml is the baseline).
+TABLE8_TOP1 = {
+    "tiny": 82.3, "no_horizontal_band": 81.9, "no_vertical_band": 81.9, "no_square": 82.0, "sequential_bands": 82.1,
+    "band_kernel_7": 82.1, "band_kernel_9": 82.1, "band_kernel_13": 82.0, "branch_ratio_1_4": 82.2,
+    "branch_ratio_1_16": 81.8, "layernorm": 82.4,
+}

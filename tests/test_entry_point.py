@@ -62,7 +62,8 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["fit", "-c", str(tmp_path / "loop.yaml")])
     assert stopped.value.code == 1
-    assert capsys.readouterr().err.strip() == f"error: --config {tmp_path / 'loop.yaml'}: `extends` loops back to itself"
+    loop = tmp_path / "loop.yaml"
+    assert capsys.readouterr().err.strip() == f"error: --config {loop}: `extends` loops back to itself"
 
 
 def test_help_lists_every_command(capsys):

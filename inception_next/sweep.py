@@ -1,0 +1,106 @@
+"""`python -m inception_next sweep CONFIG... --seeds 0 1 2 [fit flags]`: each experiment with each seed, as an
+ordinary `fit`.
+
+    python -m inception_next sweep experiments/tiny.yaml experiments/ablations/table8/*.yaml --seeds 0 1 2 \\
+        --data.root /datasets/imagenet
+    python -m inception_next sweep experiments/ablations/table8/*.yaml --seeds 0 1 2 --slurm --gpus 8 --nodes 1
+
+A run is named `<experiment>/seed<N>` (its folder: logs/<experiment>/seed<N>/version_0) and started with
+`--ckpt_path last`, so a rerun resumes an interrupted run where its last checkpoint left it and skips a finished one
+(a run is finished once its fit has returned: it leaves `finished.json` in its folder). Locally the runs go one after
+another, each in its own process. With --slurm each run is a SLURM job submitted through submitit (an optional
+extra: pip install "inception-next[slurm]"), one task per GPU, so that Lightning's DDP spans the job's GPUs and nodes.
+Flags the sweep does not know are passed on to every fit. `report` then compares the runs.
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+FINISHED = "finished.json"  # written by the CLI when a fit returns
+
+
+def runs(configs, seeds):
+    """(experiment name, config, seed) of every run of the sweep."""
+    return [(f"{Path(config).stem}/seed{seed}", config, seed) for config in configs for seed in seeds]
+
+
+def fit_command(name, config, seed, extra):
+    return [sys.executable, "-m", "inception_next", "fit", "--config", str(config), "--seed_everything", str(seed),
+            "--experiment", name, "--ckpt_path", "last", *extra]
+
+
+def is_finished(root, name):
+    return any((run / FINISHED).is_file() for run in (Path(root).expanduser() / name).glob("version_*"))
+
+
+def root_of(extra):
+    """Where the runs go: --trainer.default_root_dir among the fit flags, else logs/."""
+    for i, flag in enumerate(extra):
+        if flag == "--trainer.default_root_dir" and i + 1 < len(extra):
+            return extra[i + 1]
+        if flag.startswith("--trainer.default_root_dir="):
+            return flag.split("=", 1)[1]
+    return "logs"
+
+
+def slurm_executor(args, folder):
+    """submitit's SLURM executor for one run per job: a task per GPU on each node."""
+    try:
+        import submitit
+    except ImportError:
+        sys.exit('error: --slurm: submitit is not installed; expected pip install "inception-next[slurm]"')
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    parameters = dict(nodes=args.nodes, tasks_per_node=args.gpus, gpus_per_node=args.gpus,
+                      cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
+    if args.partition:
+        parameters["slurm_partition"] = args.partition
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m inception_next sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", type=Path, help="experiment YAMLs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--slurm", action="store_true", help="submit each run as a SLURM job (submitit)")
+    parser.add_argument("--gpus", type=int, default=1, help="with --slurm: GPUs per node, one task each")
+    parser.add_argument("--nodes", type=int, default=1, help="with --slurm: nodes per run")
+    parser.add_argument("--cpus-per-task", type=int, default=10, help="with --slurm: loader workers need them")
+    parser.add_argument("--timeout-min", type=int, default=48 * 60, help="with --slurm: each job's time limit")
+    parser.add_argument("--partition", default=None, help="with --slurm")
+    args, extra = parser.parse_known_args(argv)
+    missing = [str(c) for c in args.configs if not c.is_file()]
+    if missing:
+        parser.exit(2, f"error: {', '.join(missing)}: no such file; expected experiment YAMLs\n")
+    return args, extra
+
+
+def main(argv=None):
+    args, extra = parse(sys.argv[1:] if argv is None else argv)
+    root = root_of(extra)
+    todo = [run for run in runs(args.configs, args.seeds) if not is_finished(root, run[0])]
+    print(f"sweep: {len(args.configs)} experiment(s) x {len(args.seeds)} seed(s); "
+          f"{len(runs(args.configs, args.seeds)) - len(todo)} finished, {len(todo)} to run")
+    if args.slurm:
+        from submitit.helpers import CommandFunction
+
+        executor = slurm_executor(args, Path(root).expanduser() / "slurm")
+        launch = ["--trainer.devices", str(args.gpus), "--trainer.num_nodes", str(args.nodes)]
+        jobs = []
+        for name, config, seed in todo:
+            executor.update_parameters(name=name.replace("/", "-"))
+            command = fit_command(name, config, seed, [*extra, *launch])
+            jobs.append((name, executor.submit(CommandFunction(command)), command))
+            print(f"{name}: SLURM job {jobs[-1][1].job_id}")
+        return jobs
+    failed = []
+    for name, config, seed in todo:
+        print(f"{name}: fit", flush=True)
+        if subprocess.run(fit_command(name, config, seed, extra)).returncode:
+            failed.append(name)
+    if failed:
+        sys.exit(f"error: {len(failed)} run(s) failed: {', '.join(failed)}; run the sweep again to resume them")
+    return todo

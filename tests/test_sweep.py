@@ -1,0 +1,102 @@
+"""Comparing experiments: a sweep over seeds (locally and as SLURM jobs), the report, and loggers besides
+TensorBoard."""
+
+import csv
+import os
+import stat
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from inception_next import report, sweep
+from inception_next.cli import EXPERIMENTS, main
+from inception_next.runs import scalars
+
+TESTS = Path(__file__).parent
+
+
+def experiments(folder):
+    """Two experiments on the demo recipe: as it is, and with the Inception bands shortened to 3."""
+    a, b = folder / "base.yaml", folder / "band3.yaml"
+    a.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\n")
+    b.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\nmodel:\n  backbone_args:\n    mixer_args:\n"
+                 "      band_kernel_size: 3\n")
+    return [a, b]
+
+
+def tiny_flags(dataset, logs):
+    return ["--data.root", str(dataset), "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers",
+            "0", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--save_every_n_steps", "2",
+            "--trainer.default_root_dir", str(logs)]
+
+
+def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_and_reports(tiny_dataset, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    configs, logs = experiments(tmp_path), tmp_path / "logs"
+    flags = [*map(str, configs), "--seeds", "0", "1", *tiny_flags(tiny_dataset, logs)]
+    with pytest.raises(SystemExit, match="4 run\\(s\\) failed"):  # each killed at step 3 (last.ckpt from step 2)
+        sweep.main([*flags, "--trainer.callbacks+=interruptions.KillAt", "--trainer.callbacks.moment=step:3"])
+    resumed = sweep.main(flags)
+    assert [name for name, _, _ in resumed] == ["base/seed0", "base/seed1", "band3/seed0", "band3/seed1"]
+    for name, _, seed in resumed:
+        runs = list((logs / name).iterdir())
+        assert [run.name for run in runs] == ["version_0"]  # resumed in place, not started again
+        checkpoint = torch.load(runs[0] / "checkpoints/last.ckpt", weights_only=False)
+        assert checkpoint["global_step"] == 6 and (runs[0] / "finished.json").is_file()
+        assert yaml.safe_load((runs[0] / "config.yaml").read_text())["seed_everything"] == seed
+    assert sweep.main(flags) == []  # all finished: nothing to run
+
+    rows = {row["experiment"]: row for row in report.build(logs)}
+    assert set(rows) == {"base", "band3"} and rows["base"]["seeds"] == 2
+    best = [max(scalars(logs / f"base/seed{s}/version_0", "val/top1")[1]) for s in (0, 1)]
+    assert rows["base"]["val/top1/best/mean"] == pytest.approx(statistics.mean(best))
+    assert rows["base"]["val/top1/best/std"] == pytest.approx(statistics.stdev(best))
+    printed = report.main([str(logs), "--baseline", "base", "--out", str(tmp_path / "report")])
+    assert next(r for r in printed if r["experiment"] == "base")["diff/mean"] == 0.0
+    assert (tmp_path / "report/report.png").stat().st_size > 1000
+    assert "| band3 | 2 |" in (tmp_path / "report/report.md").read_text()
+
+
+def test_the_slurm_path_builds_one_job_per_run_with_its_command_and_resources(tmp_path, monkeypatch):
+    """Through submitit, with fake srun and sbatch on PATH: sbatch records the job script instead of submitting."""
+    pytest.importorskip("submitit", reason="the slurm extra is not installed")
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {scripts}/\necho "Submitted batch job 42"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    configs = experiments(tmp_path)
+    jobs = sweep.main([str(configs[0]), "--seeds", "0", "1", "--slurm", "--gpus", "8", "--nodes", "2",
+                       "--cpus-per-task", "6", "--timeout-min", "600", "--partition", "gpu",
+                       "--trainer.default_root_dir", str(tmp_path / "logs"), "--data.root", "/datasets/imagenet"])
+    assert [name for name, _, _ in jobs] == ["base/seed0", "base/seed1"]
+    command = jobs[0][2]
+    assert command[1:4] == ["-m", "inception_next", "fit"]
+    assert command[command.index("--seed_everything") + 1] == "0" and "--ckpt_path" in command
+    assert command[-4:] == ["--trainer.devices", "8", "--trainer.num_nodes", "2"]
+    assert "/datasets/imagenet" in command
+    script = sorted(scripts.iterdir())[0].read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --cpus-per-task=6", "#SBATCH --time=600", "#SBATCH --partition=gpu",
+                 "#SBATCH --job-name=base-seed0"):
+        assert line in script, line
+
+
+def test_the_csv_logger_receives_the_config_and_the_metrics(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *tiny_flags(tiny_dataset, tmp_path / "logs"),
+          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path / "csv"),
+          "--trainer.logger.name", "demo", "--trainer.log_every_n_steps", "2"])
+    run = tmp_path / "csv/demo/version_0"
+    hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hparams["model.backbone"] == "inception_next_atto" and hparams["data.img_size"] == 32  # the config
+    assert hparams["trainer.max_epochs"] == 1 and hparams["experiment"] == "demo"
+    columns = next(csv.reader(open(run / "metrics.csv")))
+    assert {"val/top1", "train/loss", "layer_scale/stage0", "hp/best_val/top1"} <= set(columns)
