@@ -34,7 +34,7 @@ class LastCheckpoint(Checkpoint):
 
     def _save(self, trainer):
         if not (trainer.fast_dev_run or trainer.sanity_checking):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole training state, to resume from
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.step_at_batch_start = trainer.global_step

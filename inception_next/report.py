@@ -145,11 +145,9 @@ def plot(rows, path, title):
         twin = ax.twinx()
         twin.plot([i for i, _ in papers], [p for _, p in papers], "rx", label="paper (ImageNet top-1, right axis)")
         twin.set_ylabel("paper's ImageNet top-1 (%)", color="tab:red")
-        fig.legend(loc="upper right", fontsize=8)
-    else:
-        ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -176,6 +174,7 @@ def main(argv=None):
         raise SystemExit(f"error: {args.logs}: no finished run (a fit that returned leaves {FINISHED})")
     baseline = args.baseline or ("tiny" if args.paper == "table8" else rows[0]["experiment"])
     add_differences(rows, baseline)
+    rows.sort(key=lambda row: row["experiment"] != baseline)  # the baseline first, the others by name
     table = markdown(rows, baseline)
     print(table, end="")
     args.out.mkdir(parents=True, exist_ok=True)

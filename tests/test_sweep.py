@@ -82,11 +82,14 @@ def test_the_slurm_path_builds_one_job_per_run_with_its_command_and_resources(tm
     assert command[command.index("--seed_everything") + 1] == "0" and "--ckpt_path" in command
     assert command[-4:] == ["--trainer.devices", "8", "--trainer.num_nodes", "2"]
     assert "/datasets/imagenet" in command
-    script = sorted(scripts.iterdir())[0].read_text()
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --cpus-per-task=6", "#SBATCH --time=600", "#SBATCH --partition=gpu",
-                 "#SBATCH --job-name=base-seed0"):
-        assert line in script, line
+    submitted = [path.read_text() for path in scripts.iterdir()]
+    assert len(submitted) == 2
+    for script in submitted:
+        for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                     "#SBATCH --cpus-per-task=6", "#SBATCH --time=600", "#SBATCH --partition=gpu"):
+            assert line in script, line
+    assert {line for script in submitted for line in script.splitlines() if "--job-name" in line} == {
+        "#SBATCH --job-name=base-seed0", "#SBATCH --job-name=base-seed1"}
 
 
 def test_the_csv_logger_receives_the_config_and_the_metrics(tiny_dataset, tmp_path, monkeypatch):
