@@ -209,11 +209,22 @@ def parse(argv):
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--macs-only", action="store_true", help="params/MACs of every variant against the paper")
+    parser.add_argument("--suite", choices=("paper",), default=None,
+                        help="the whole GPU suite in one command, one Markdown report (see inception_next/suite.py)")
+    parser.add_argument("--small", action="store_true", help="with --suite: every part on the CPU, tiny and quick")
+    parser.add_argument("--photos-root", default=None,
+                        help="with --suite: real JPEGs (a class-folder dataset) for the data supply, in place of "
+                             "generated photograph-sized ones")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
+    if args.suite:
+        from .suite import run as suite
+
+        out = args.out if args.out != Path("benchmark_results") else Path("docs/benchmarks")
+        return suite(small=args.small, out=out, photos_root=args.photos_root)
     on_gpu = torch.device(args.device).type == "cuda"
     if args.precision == "tf32" and not on_gpu:
         raise SystemExit("error: --precision tf32: TF32 is a CUDA setting; expected fp32 or bf16 on the CPU")

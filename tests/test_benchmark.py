@@ -59,3 +59,23 @@ def test_data_benchmark_names_a_bad_root(tmp_path):
 
     with pytest.raises(SystemExit, match=f"error: --root {tmp_path / 'nowhere'}: no such folder"):
         benchmark_data(["--root", str(tmp_path / "nowhere")])
+
+
+def test_the_gpu_suite_runs_every_part_in_small_mode_on_the_cpu(tmp_path):
+    """The suite a lent GPU runs (python -m inception_next benchmark --suite paper), tiny and on the CPU, so that it
+    cannot rot between leases: every section is there, and what it checks holds."""
+    import re
+
+    report = main(["--suite", "paper", "--small", "--out", str(tmp_path)])
+    text = report.read_text()
+    for heading in ("## Speed", "## InceptionNeXt / ConvNeXt", "## Ours / timm's InceptionNeXt", "## The training path",
+                    "## Numerics", "## The data supply"):
+        assert heading in text, heading
+    assert "| inception_next_atto | bf16 | channels-last | compiled |" in text
+    assert "- torch: " in text and "- date: " in text
+    for step in ("bf16-mixed", "compiled fp32"):
+        cosine = float(re.search(rf"\| {step} \| [^|]+ \| ([0-9.]+) \|", text).group(1))
+        assert cosine > 0.99, step
+    first, last = map(float, re.search(r"loss ([0-9.]+) \(first tenth\) -> ([0-9.]+)", text).groups())
+    assert last < first
+    assert re.search(r"photograph-sized JPEGs \((\d+) KB", text) and int(re.search(r"\((\d+) KB", text).group(1)) > 60
