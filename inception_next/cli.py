@@ -35,7 +35,7 @@ from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpo
 from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
 from .module import DivergenceError, ImageClassifier, RecipeError
-from .sweep import FINISHED
+from .runs import FINISHED
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"

@@ -19,25 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoints import checkpoints_of, run_folders
+from .checkpoints import checkpoints_of
 from .complexity import count_macs, count_params
 from .factory import create_model, get_variant, list_models
 from .paper import TABLE8_TOP1
-from .runs import scalars
-from .sweep import FINISHED
-
-
-def finished_runs(logs):
-    """[(experiment, run folder)] of every finished run under `logs`: for each experiment folder (a sweep's
-    `<experiment>/seed<N>` counts as experiment <experiment>), the newest finished run."""
-    found = []
-    for finished in sorted(Path(logs).rglob(FINISHED)):
-        run = finished.parent
-        if run != next((r for r in run_folders(run.parent) if (r / FINISHED).is_file()), None):
-            continue  # an older finished run of the same experiment
-        name = run.parent.relative_to(logs).as_posix()
-        found.append((re.sub(r"/seed\d+$", "", name), run))
-    return found
+from .runs import FINISHED, finished_runs, scalars
 
 
 def run_summary(run):
@@ -83,8 +69,8 @@ def paper_top1(experiment, backbone, table):
 def build(logs, table=None):
     """One dict per experiment (sorted by name), the statistics over its runs."""
     groups = {}
-    for experiment, run in finished_runs(logs):
-        groups.setdefault(experiment, []).append(run_summary(run))
+    for name, run in finished_runs(logs).items():  # a sweep's seeds, <experiment>/seed<N>, are one experiment
+        groups.setdefault(re.sub(r"/seed\d+$", "", name), []).append(run_summary(run))
     rows = []
     for experiment, summaries in sorted(groups.items()):
         row = dict(experiment=experiment, seeds=len(summaries), img_size=summaries[0]["img_size"],

@@ -1,4 +1,5 @@
-"""Finished runs read back from their folders, `<logs>/<experiment>/version_N`: what notebooks/runs.ipynb shows."""
+"""Finished runs read back from their folders, `<logs>/<experiment>/version_N`: what notebooks/runs.ipynb and
+`report` show."""
 
 from pathlib import Path
 
@@ -7,14 +8,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from .checkpoints import checkpoints_of, run_folders
 
 
+FINISHED = "finished.json"  # what the CLI writes into a run's folder when its fit returns: its final metrics
+
+
 def finished_runs(logs):
-    """Experiment name -> its newest run that saved a best checkpoint (a run killed before its first validation
-    has none)."""
+    """Experiment name -> its newest finished run, for every experiment under `logs` (a sweep's experiments are
+    nested: `<experiment>/seed<N>`)."""
     runs = {}
-    for experiment in sorted(p for p in Path(logs).glob("*") if p.is_dir()):
-        run = next((r for r in run_folders(experiment) if checkpoints_of(r, "best")), None)
-        if run is not None:
-            runs[experiment.name] = run
+    for marker in sorted(Path(logs).rglob(FINISHED)):
+        experiment = marker.parent.parent
+        name = experiment.relative_to(logs).as_posix()
+        if name not in runs:
+            runs[name] = next(run for run in run_folders(experiment) if (run / FINISHED).is_file())
     return runs
 
 

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
 from . import data_benchmark, demo_data
-from .benchmark import build, measure, paper_a100
+from .speed import build, measure, paper_a100
 from .data import ImageFolderDataModule
 from .module import ImageClassifier
 
@@ -252,8 +252,8 @@ def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
     lines += [f"- images {p.img_size} px, batch {p.batch} (halved until it fits), {p.warmup} warm-up then {p.iters} "
               f"timed steps, synchronised", ""]
     lines += ["## Speed (images/s) and peak memory", "",
-              "| model | precision | layout | mode | train img/s | infer img/s | batch | train peak MB | infer peak MB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| model | precision | layout | mode | train img/s | infer img/s | batch | train peak MB "
+              "| infer peak MB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peak = [f"{v:.0f}" if v is not None else "-" for v in (r["train_peak_mb"], r["infer_peak_mb"])]
         lines.append(f"| {r['model']} | {r['precision']} | {r['layout']} | {r['mode']} | {r['train']:.1f} | "

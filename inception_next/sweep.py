@@ -18,8 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-FINISHED = "finished.json"  # written by the CLI when a fit returns
-
+from .runs import finished_runs
 
 def runs(configs, seeds):
     """(experiment name, config, seed) of every run of the sweep."""
@@ -32,7 +31,7 @@ def fit_command(name, config, seed, extra):
 
 
 def is_finished(root, name):
-    return any((run / FINISHED).is_file() for run in (Path(root).expanduser() / name).glob("version_*"))
+    return name in finished_runs(Path(root).expanduser())
 
 
 def root_of(extra):

@@ -1,15 +1,12 @@
 import csv
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback
 
 from interruptions import RecordLR
 
