@@ -34,12 +34,12 @@ def run(args):
     rows = []
     for name in args.models:
         model = build(name)
-        if args.compile:
-            model = torch.compile(model)
         img = args.img_size or native_size(name)
         row = dict(model=name, device=device_name(device), img_size=img, precision=args.precision,
-                   channels_last=args.channels_last,
-                   params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(build(name), img) / 1e9, 2))
+                   channels_last=args.channels_last,  # counted on the model before compiling (a meta copy)
+                   params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(model, img) / 1e9, 2))
+        if args.compile:
+            model = torch.compile(model)
         common = dict(device=device, img_size=img, precision=args.precision, channels_last=args.channels_last,
                       warmup=args.warmup, iters=args.iters)
         row["train_img_s"], row["train_batch"], row["train_peak_mb"] = measure(model, batch=args.batch_size,
