@@ -1,8 +1,14 @@
-"""Callbacks the CLI attaches to runs: last.ckpt, what TensorBoard shows beyond the scalars, reports on data
-quality, prediction output."""
+"""Callbacks the CLI attaches to runs: the run's folder, last.ckpt, what TensorBoard shows beyond the scalars, reports
+on data quality, prediction output.
+
+Every series a callback logs goes through the module's `log` (or at the step Lightning's own `log` uses), so that a
+run resumed from step N continues each series at N, as the loggers' other series do."""
 
 import csv
-from collections import defaultdict
+import inspect
+import json
+import time
+from collections import defaultdict, deque
 from pathlib import Path
 
 import torch
@@ -13,7 +19,87 @@ from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.utils import make_grid
 
+from .checkpoints import is_run_folder, new_run_folder
 from .module import DivergenceError
+
+LOGGER_IDENTITIES = "loggers.json"  # in a run's folder: which run of each logger's own store it is, to resume it
+
+
+class LoggerError(RuntimeError):
+    """A logger that cannot start (its package, its store, its server); the message names it."""
+
+
+def logger_identity(logger):
+    """The constructor arguments that make a new logger continue `logger`'s run, where its class takes them."""
+    name = type(logger).__name__
+    if name == "MLFlowLogger":
+        return {"run_id": logger.run_id}
+    if name == "WandbLogger":
+        return {"id": logger.version, "resume": "allow"}
+    if "version" in inspect.signature(type(logger)).parameters:  # TensorBoard, CSV
+        return {"version": logger.version}
+    return {}
+
+
+def where_to_look(logger):
+    """One line saying where a logger's view of the run is."""
+    name = type(logger).__name__
+    if isinstance(logger, TensorBoardLogger):
+        return f"tensorboard --logdir {Path(logger.log_dir).parent.parent}"
+    if name == "CSVLogger":
+        return f"metrics: {Path(logger.log_dir) / 'metrics.csv'}"
+    if name == "MLFlowLogger":
+        return f"MLflow run {logger.run_id} at {logger.experiment.tracking_uri}"
+    if name == "WandbLogger":
+        run = logger.experiment
+        return (f"Weights & Biases offline run: wandb sync {Path(run.dir).parent}" if run.offline
+                else f"Weights & Biases run: {run.url}")
+    return f"{name}: {logger.name} version {logger.version}"
+
+
+class RunFolder(Callback):
+    """A fit's own folder, `<default_root_dir>/<experiment>/version_N`, whatever the logger: its checkpoints (last and
+    best), its resolved config and its FINISHED marker go there, so that `--ckpt_path last|best` finds them and no
+    two runs share a file. TensorBoard's and CSV's loggers write there too; a logger with a store of its own (MLflow,
+    Weights & Biases) gets metrics, settings and images, never a checkpoint inside its store's layout.
+
+    `resumed`: the run a fit continues (its folder is kept). Each logger's identity in its own store is recorded in
+    the folder (LOGGER_IDENTITIES), so that the CLI resumes the same MLflow or W&B run too."""
+
+    def __init__(self, experiment_dir, resumed=None):
+        self.experiment_dir = Path(experiment_dir)
+        self.resumed = resumed
+        self.path = None
+
+    def setup(self, trainer, pl_module, stage):
+        if stage != "fit" or trainer.fast_dev_run:
+            return
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        path = None
+        if trainer.is_global_zero:
+            self._start_loggers(trainer)
+            if self.resumed is not None:
+                path = Path(self.resumed)
+            elif log_dir and is_run_folder(log_dir, self.experiment_dir):
+                path = Path(log_dir)
+            else:
+                path = new_run_folder(self.experiment_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            identities = {type(logger).__name__: logger_identity(logger) for logger in trainer.loggers}
+            (path / LOGGER_IDENTITIES).write_text(json.dumps(identities, indent=1))
+        self.path = Path(trainer.strategy.broadcast(str(path) if path else None))
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) is None:
+                callback.dirpath = str(self.path / "checkpoints")
+
+    @staticmethod
+    def _start_loggers(trainer):
+        for logger in trainer.loggers:
+            try:
+                logger.experiment
+            except Exception as error:  # each package fails its own way: a missing store, a refused server...
+                detail = " ".join(str(error).split())
+                raise LoggerError(f"--trainer.logger {type(logger).__name__}: could not start ({detail[:300]})") from None
 
 
 class LastCheckpoint(Checkpoint):
@@ -22,27 +108,34 @@ class LastCheckpoint(Checkpoint):
     (Lightning's save_last only rewrites it when a new best is saved.) Saves go through
     checkpoints.AtomicCheckpointIO, so a kill or a full disk mid-save leaves the previous last.ckpt whole."""
 
-    def __init__(self, every_n_train_steps=None):
+    def __init__(self, every_n_train_steps=None, dirpath=None):
         self.every_n_train_steps = every_n_train_steps
+        self.dirpath = dirpath  # set by RunFolder; else beside the logs, as Lightning's ModelCheckpoint does
         self.path = None
         self.step_at_batch_start = None
 
     def setup(self, trainer, pl_module, stage):
-        if stage == "fit":  # beside the logs, as Lightning's ModelCheckpoint puts its files; the same on every rank
-            folder = trainer.log_dir or trainer.default_root_dir  # fast_dev_run logs nowhere (and saves nothing)
-            self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "checkpoints" / "last.ckpt")))
+        if stage == "fit":  # the same on every rank
+            folder = self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+            self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "last.ckpt")))
 
     def _save(self, trainer):
         if not (trainer.fast_dev_run or trainer.sanity_checking):
+            for logger in trainer.loggers:  # what was logged up to this checkpoint is on disk before it is
+                logger.save()
             trainer.save_checkpoint(self.path, weights_only=False)  # the whole training state, to resume from
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.step_at_batch_start = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        # Only where an optimizer step ended: mid-accumulation, the accumulated gradient would not be saved.
+        # Only where an optimizer step ended: mid-accumulation, the accumulated gradient would not be saved. Not after
+        # an epoch's last batch: the epoch's own save follows its validation, and a save between the two would make
+        # a run killed while validating resume past a validation that never finished.
         stepped = trainer.global_step != self.step_at_batch_start
-        if stepped and self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+        epoch_ends = batch_idx + 1 >= trainer.num_training_batches
+        if (stepped and not epoch_ends and self.every_n_train_steps
+                and trainer.global_step % self.every_n_train_steps == 0):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -93,7 +186,7 @@ class LayerScaleMagnitudes(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         scales = pl_module.layer_scales() if hasattr(pl_module, "layer_scales") else {}
-        if not trainer.is_global_zero or not scales or trainer.global_step % trainer.log_every_n_steps:
+        if not scales or trainer.global_step % trainer.log_every_n_steps:
             return
         magnitudes = torch.stack([gamma.detach().abs().mean() for gamma in scales.values()]).tolist()  # one copy
         values, stages = {}, defaultdict(list)
@@ -101,8 +194,47 @@ class LayerScaleMagnitudes(Callback):
             values[f"layer_scale/{name}"] = magnitude
             stages[name.split(".")[0]].append(magnitude)
         values.update({f"layer_scale/{stage}": sum(v) / len(v) for stage, v in stages.items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
+        pl_module.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
+
+
+class TrainingThroughput(Callback):
+    """`train/device/samples_per_sec` and `train/device/flops_per_sec` (the module's `flops_per_batch`), over the
+    last `window` optimizer steps, logged with the step's other metrics. Unlike Lightning's ThroughputMonitor it
+    logs no counters that restart at zero when a run resumes, and no validation figures on the training steps' axis.
+    A resumed run's first rate is measured from its first batch, so the series has no gap."""
+
+    def __init__(self, window=10):
+        self.window = window
+        self.points = deque(maxlen=window + 1)  # (time, samples, flops) at optimizer step boundaries
+        self.samples = self.flops = 0
+        self.step_at_batch_start = None
+
+    def _restart_clock(self):
+        self.points.clear()
+        self.points.append((time.perf_counter(), self.samples, self.flops))
+
+    def on_train_start(self, trainer, pl_module):  # a run resumed mid-epoch starts here
+        self._restart_clock()
+
+    def on_train_epoch_start(self, trainer, pl_module):  # the time between epochs (validation, saves) is not training
+        self._restart_clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.samples += len(batch[0])
+        self.flops += getattr(pl_module, "flops_per_batch", None) or 0
+        if trainer.global_step == self.step_at_batch_start:  # mid-accumulation: the step is not over
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.points.append((time.perf_counter(), self.samples, self.flops))
+        (start, samples, flops), (end, now_samples, now_flops) = self.points[0], self.points[-1]
+        rates = {"train/device/samples_per_sec": (now_samples - samples) / (end - start)}
+        if now_flops:
+            rates["train/device/flops_per_sec"] = (now_flops - flops) / (end - start)
+        pl_module.log_dict(rates, on_step=True, on_epoch=False, rank_zero_only=True)
 
 
 class HParamsWithMetrics(Callback):
@@ -114,8 +246,14 @@ class HParamsWithMetrics(Callback):
     def __init__(self):
         self.best_top1 = None
 
+    def state_dict(self):
+        return {"best_top1": self.best_top1}
+
+    def load_state_dict(self, state_dict):
+        self.best_top1 = state_dict["best_top1"]
+
     def on_fit_start(self, trainer, pl_module):
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or trainer.ckpt_path is not None:  # a resumed run logged them when it began
             return
         settings = dict(pl_module.hparams)
         if trainer.datamodule is not None:
@@ -136,15 +274,21 @@ class HParamsWithMetrics(Callback):
             return
         self.best_top1 = max(metrics["val/top1"], self.best_top1 or 0.0)
         metrics["best_val/top1"] = self.best_top1
-        for logger in trainer.loggers:
-            logger.log_metrics({f"hp/{name}": value for name, value in metrics.items()}, step=trainer.global_step)
+        for logger in trainer.loggers:  # at the step of the val/ metrics: the last optimizer step's
+            logger.log_metrics({f"hp/{name}": value for name, value in metrics.items()},
+                               step=max(trainer.global_step - 1, 0))
 
 
 class UnreadableFilesReport(Callback):
-    """At the end of each training epoch, say how many unreadable training files were skipped."""
+    """`train/unreadable_files`, the training files skipped as unreadable so far, with each step's metrics; at the end
+    of each training epoch, a warning when there were new ones."""
 
     def __init__(self):
         self.reported = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        skipped = getattr(trainer.datamodule, "unreadable_train_files", 0)
+        pl_module.log("train/unreadable_files", float(skipped), on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_train_epoch_end(self, trainer, pl_module):
         skipped = getattr(trainer.datamodule, "unreadable_train_files", 0)
@@ -152,7 +296,6 @@ class UnreadableFilesReport(Callback):
             rank_zero_warn(f"epoch {trainer.current_epoch}: skipped {skipped - self.reported} unreadable training "
                            f"file(s) ({skipped} so far)")
             self.reported = skipped
-        pl_module.log("train/unreadable_files", float(skipped), sync_dist=True)
 
 
 class TopKCSVWriter(BasePredictionWriter):

@@ -105,10 +105,30 @@ def check_checkpoint(path, flag="--ckpt_path"):
     return path
 
 
+def is_run_folder(path, experiment_dir):
+    path = Path(path)
+    return path.parent.resolve() == Path(experiment_dir).resolve() and re.fullmatch(r"version_\d+", path.name)
+
+
 def run_folders(experiment_dir):
     """The runs of an experiment, newest (highest version) first."""
-    folders = [p for p in Path(experiment_dir).glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
+    folders = [p for p in Path(experiment_dir).glob("version_*") if is_run_folder(p, experiment_dir)]
     return sorted(folders, key=lambda p: int(p.name.split("_")[1]), reverse=True)
+
+
+def new_run_folder(experiment_dir):
+    """Create and return the experiment's next run folder, version_<highest + 1> (as TensorBoard's logger numbers
+    them), never one that another process has just taken."""
+    experiment_dir = Path(experiment_dir)
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    runs = run_folders(experiment_dir)
+    version = int(runs[0].name.split("_")[1]) + 1 if runs else 0
+    while True:
+        try:
+            (experiment_dir / f"version_{version}").mkdir()
+            return experiment_dir / f"version_{version}"
+        except FileExistsError:
+            version += 1
 
 
 def checkpoints_of(run, kind):

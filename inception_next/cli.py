@@ -23,13 +23,13 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentError
 from timm.data import ImageNetInfo
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .callbacks import (FirstBatchImages, HParamsWithMetrics, LastCheckpoint, LayerScaleMagnitudes, TopKCSVWriter,
-                        UnreadableFilesReport)
+from .callbacks import (LOGGER_IDENTITIES, FirstBatchImages, HParamsWithMetrics, LastCheckpoint, LayerScaleMagnitudes,
+                        LoggerError, RunFolder, TopKCSVWriter, TrainingThroughput, UnreadableFilesReport, where_to_look)
 from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
                           remove_partial_saves)
 from .data import DatasetError, ImageFolderDataModule
@@ -133,14 +133,18 @@ def check_writable(folder, flag):
 
 
 class SaveFitConfig(SaveConfigCallback):
-    """The resolved config beside a fit's logs (evaluation commands make no run folder to put it in), and, flattened,
-    to every logger other than TensorBoard (CSV, Weights & Biases, MLflow...) as its hyperparameters."""
+    """The resolved config in a fit's run folder (RunFolder's; evaluation commands make none), and, flattened, to
+    every logger other than TensorBoard (CSV, Weights & Biases, MLflow...) as its hyperparameters."""
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage):
+        run = next((cb.path for cb in trainer.callbacks if isinstance(cb, RunFolder)), None)
+        if run is not None and trainer.is_global_zero:
+            self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
+                             multifile=self.multifile)
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
 
         def flat(node, prefix=""):
@@ -199,7 +203,7 @@ class InceptionNeXtCLI(LightningCLI):
         self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
         settings = self.config[subcommand] if subcommand else self.config
-        self.resumed_run = None
+        self.resumed_run = self.resumed_step = None
         if subcommand:  # before LightningCLI reads the checkpoint's hyperparameters
             settings.ckpt_path = self._resolve_checkpoint(subcommand, settings)
         if subcommand in ("validate", "test", "predict"):
@@ -254,9 +258,26 @@ class InceptionNeXtCLI(LightningCLI):
         if (subcommand == "fit" and found.parent.name == "checkpoints" and run.name.startswith("version_")
                 and run.parent == self._experiment_dir(settings)):
             self.resumed_run = run
+            self.resumed_step = torch.load(found, map_location="cpu", weights_only=True, mmap=True)["global_step"]
             check_writable(run / "checkpoints", "checkpoint folder")
             remove_partial_saves(run)
         return str(found)
+
+    def _continue_logger_runs(self, settings):
+        """A resumed fit logs into the same run of each logger's own store (MLflow's run, W&B's run, TensorBoard's
+        and CSV's version) as the run it continues, unless the command names one."""
+        recorded = self.resumed_run / LOGGER_IDENTITIES if self.resumed_run else None
+        if recorded is None or not recorded.is_file():
+            return
+        identities = json.loads(recorded.read_text())
+        configured = settings.trainer.logger
+        for logger in configured if isinstance(configured, list) else [configured]:
+            if not hasattr(logger, "class_path"):
+                continue
+            identity = identities.get(logger.class_path.rsplit(".", 1)[-1], {})
+            for key, value in identity.items():
+                if logger.init_args.get(key) is None:
+                    logger.init_args[key] = value
 
     def instantiate_classes(self):
         settings = self._settings()
@@ -266,6 +287,8 @@ class InceptionNeXtCLI(LightningCLI):
             check_writable(self._experiment_dir(settings), "--trainer.default_root_dir")
         if self.subcommand == "predict":
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
+        if self.subcommand == "fit":
+            self._continue_logger_runs(settings)
         super().instantiate_classes()
         # A forward pass on one image of the data's size gives the model summary its FLOPs.
         self.model.example_input_array = torch.zeros(1, 3, self.datamodule.img_size, self.datamodule.img_size)
@@ -273,10 +296,11 @@ class InceptionNeXtCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()
         configured = self.config_init[self.subcommand].trainer.callbacks or []
-        callbacks = list(configured) if isinstance(configured, list) else [configured]
-        callbacks += [LearningRateMonitor(logging_interval="step"), UnreadableFilesReport(), FirstBatchImages(),
-                      LayerScaleMagnitudes(), HParamsWithMetrics(),
-                      ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=10)]
+        # RunFolder first: its setup tells the checkpoint callbacks and the config where the run's folder is.
+        callbacks = [RunFolder(self._experiment_dir(settings), self.resumed_run)]
+        callbacks += list(configured) if isinstance(configured, list) else [configured]
+        callbacks += [UnreadableFilesReport(), FirstBatchImages(), LayerScaleMagnitudes(), HParamsWithMetrics(),
+                      TrainingThroughput()]
         # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
         callbacks.append(LastCheckpoint(settings.save_every_n_steps))
         if self.subcommand == "predict":
@@ -285,9 +309,10 @@ class InceptionNeXtCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         plugins.append(AtomicCheckpointIO())
         if settings.trainer.logger in (None, True):  # the default: a fit's own run folder; evaluation logs nowhere
-            kwargs["logger"] = TensorBoardLogger(
-                save_dir=self.root, name=settings.experiment, default_hp_metric=False,
-                version=self.resumed_run.name if self.resumed_run else None) if self.subcommand == "fit" else False
+            # A resumed run purges what the interrupted one logged after its checkpoint, which it logs again.
+            resumed = dict(version=self.resumed_run.name, purge_step=self.resumed_step) if self.resumed_run else {}
+            kwargs["logger"] = TensorBoardLogger(save_dir=self.root, name=settings.experiment,
+                                                 default_hp_metric=False, **resumed) if self.subcommand == "fit" else False
         trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, default_root_dir=str(self.root),
                                               **kwargs)
         self._derive_accumulation(trainer)
@@ -327,8 +352,9 @@ class InceptionNeXtCLI(LightningCLI):
             print(f"predictions: {writer.output.resolve()}")
 
     def _derive_accumulation(self, trainer):
+        """The recipe's global batch as gradient accumulation: a fit's arithmetic alone (evaluation takes any batch)."""
         target = self._settings().global_batch_size
-        if target is None:
+        if target is None or self.subcommand != "fit":
             return
         per_step = self.datamodule.batch_size * trainer.world_size
         if target % per_step:
@@ -339,19 +365,21 @@ class InceptionNeXtCLI(LightningCLI):
     def after_fit(self):
         best = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
         last = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
-        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        run = next(cb.path for cb in self.trainer.callbacks if isinstance(cb, RunFolder))
         if not self.trainer.is_global_zero:
             return
-        if log_dir:
-            print(f"logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent.parent})")
+        if run is not None:
+            print(f"run: {run}")
+        for logger in self.trainer.loggers:
+            print(f"logs: {where_to_look(logger)}")
         if best is not None and best.best_model_path:
             score = f" (val/top1 {best.best_model_score:.4f})" if best.best_model_score is not None else ""
             print(f"best checkpoint: {best.best_model_path}{score}")
         if last is not None and last.path is not None and last.path.is_file():
             print(f"last checkpoint: {last.path}")
-        if log_dir and not self.trainer.fast_dev_run:  # the run is done: `sweep` skips it, `report` reads it
+        if run is not None:  # the run is done: `sweep` skips it, `report` reads it
             metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items()}
-            Path(log_dir, FINISHED).write_text(json.dumps(dict(
+            Path(run, FINISHED).write_text(json.dumps(dict(
                 experiment=self._settings().experiment, seed=self._settings().seed_everything,
                 epochs=self.trainer.current_epoch, global_step=self.trainer.global_step, final=metrics), indent=1))
 
@@ -399,13 +427,13 @@ def main(args=None):
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
-                         save_config_callback=SaveFitConfig, save_config_kwargs=dict(overwrite=True),
+                         save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
                          auto_configure_optimizers=False,
                          parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
     except ArgumentError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
     except (ConfigError, DatasetError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
-            ModelConfigError, MisconfigurationException) as error:
+            ModelConfigError, LoggerError, MisconfigurationException) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

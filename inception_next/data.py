@@ -147,12 +147,13 @@ class ResumableSampler(DistributedSampler):
         epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         return iter([(index, epoch_seed + index) for index in order[start:]])
 
-    def position(self):
+    def position(self, epoch_samples=None):
         """Where the next sample to train comes from, (epoch, index into this rank's order), counting the samples
-        trained (`consumed`, which the data module advances); an epoch's end points to the next one's start."""
+        trained (`consumed`, which the data module advances); an epoch's end (after `epoch_samples`, when the
+        Trainer trains fewer than all, as with limit_train_batches) points to the next one's start."""
         epoch, start = self.started
         done = start + self.consumed
-        return (epoch + 1, 0) if done >= len(self) else (epoch, done)
+        return (epoch + 1, 0) if done >= min(len(self), epoch_samples or len(self)) else (epoch, done)
 
 
 class ClassFolderDataset(Dataset):
@@ -431,7 +432,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         A save at an epoch's last batch, during its validation or at its end points to the next epoch's start."""
         state = dict(seed=self.seed, classes=self.classes)  # the labels' meaning, for evaluating the checkpoint
         if self.train_sampler is not None and self.trainer is not None and self.trainer.state.fn == "fit":
-            epoch, samples = self.train_sampler.position()
+            batches = self.trainer.num_training_batches  # fewer than the loader's with limit_train_batches
+            epoch, samples = self.train_sampler.position(
+                batches * self.batch_size if batches != float("inf") else None)
             state.update(epoch=epoch, samples=samples - samples % self.train_sampler.step_samples)
         return state
 

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .complexity import count_macs
-from .factory import create_model
+from .factory import create_model, load_pretrained
 
 
 class DivergenceError(RuntimeError):
@@ -52,7 +52,9 @@ class ImageClassifier(L.LightningModule):
     Args:
         backbone: registered model name. backbone_args: its architecture arguments (e.g. the ablation switches
             `mixer_args`, `norm`); dict values update the variant's.
-        num_classes: linked by the CLI from the data module. pretrained: checkpoint to start from (fine-tuning).
+        num_classes: linked by the CLI from the data module.
+        pretrained: weights to start from (fine-tuning), read when a Trainer sets the module up without a checkpoint
+            to restore (`setup`); a run's own checkpoints hold the weights, so they never need this file again.
         drop_path_rate, drop_rate: stochastic depth and head dropout.
         batch_size: per-device batch, linked by the CLI from the data module; the global batch for lr scaling is
             batch_size x devices x nodes x gradient accumulation.
@@ -84,7 +86,7 @@ class ImageClassifier(L.LightningModule):
                  channels_last: bool = False, compile: bool = False, max_nonfinite_steps: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.backbone = create_model(backbone, pretrained=pretrained, num_classes=num_classes,
+        self.backbone = create_model(backbone, num_classes=num_classes,
                                      drop_path_rate=drop_path_rate, drop_rate=drop_rate, **(backbone_args or {}))
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -109,6 +111,12 @@ class ImageClassifier(L.LightningModule):
         self.nonfinite_steps = 0
         self.scheduler = None
         self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
+
+    def setup(self, stage):
+        if self.hparams.pretrained and self.trainer.ckpt_path is None:
+            load_pretrained(self.backbone, self.hparams.pretrained)
+            if self.ema is not None:
+                self.ema.set(self.backbone)
 
     def configure_model(self):
         if self.hparams.compile:
@@ -158,17 +166,27 @@ class ImageClassifier(L.LightningModule):
             f"global batch {self.global_batch} = {h.batch_size} per device x {self.trainer.world_size} "
             f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "
             f"(= {h.lr_per_1024:g} x {self.global_batch} / 1024); lr schedule: {schedule}")
-        # The schedule is applied before every batch (on_train_batch_start) as a function of the epoch or the
-        # optimizer step, so it is right wherever a run resumed; Lightning does not step it.
+        # Lightning does not step the schedule: the module sets the lr as a function of the epoch or the optimizer
+        # step (so it is right wherever a run resumed) as training and each epoch start and after each batch, so that
+        # every callback and logger reading the optimizer in on_train_batch_start sees the lr the batch trains with.
         return optimizer
 
-    def on_train_batch_start(self, batch, batch_idx):
+    def _apply_schedule(self):
         if self.scheduler is None:
             return
         if self.hparams.step_on_epochs:
             self.scheduler.step(self.current_epoch)
         else:
             self.scheduler.step_update(self.global_step)
+
+    def on_train_start(self):  # a run resumed mid-epoch starts here, without on_train_epoch_start
+        self._apply_schedule()
+
+    def on_train_epoch_start(self):
+        self._apply_schedule()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self._apply_schedule()
 
     # -- steps ----------------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -18,6 +18,8 @@ from inception_next.checkpoints import PARTIAL_SUFFIX, check_checkpoint
 from inception_next.cli import EXPERIMENTS, main
 from inception_next.data import ClassFolderDataset, ImageFolderDataModule, ResumableSampler
 from inception_next.module import ImageClassifier
+from test_recipes import official_lr
+from test_training import per_step_lr
 
 TESTS = Path(__file__).parent
 
@@ -29,7 +31,7 @@ def run_flags(dataset, *extra):
             "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
             "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", "--trainer.deterministic", "true",
             "--trainer.max_epochs", "2", "--model.drop_path_rate", "0.1", "--model.mixup", "0.8",
-            "--model.ema_decay", "0.9", "--save_every_n_steps", "2", *extra]
+            "--model.ema_decay", "0.9", "--save_every_n_steps", "2", "--trainer.log_every_n_steps", "1", *extra]
 
 
 def cli(args, cwd, check=True, env=None):
@@ -95,18 +97,36 @@ def read_records(path):
     return [(int(epoch), int(index), digest, float(lr)) for epoch, index, digest, lr in rows]
 
 
-# 3 epochs of 6 optimizer steps; last.ckpt at steps 4, 8, 12, 16 and at each epoch's end. Two ways to train them:
+# 3 epochs of 6 optimizer steps; last.ckpt at steps 4, 8, 16 and at each epoch's end (after its validation; step 12
+# ends epoch 1, where a step save would come before the validation). Three ways to train them:
 CHAINS = {
     # the official lr (once an epoch, a cooldown epoch at the end), 2 batches of 2 accumulated per step
     "epoch-lr, accumulation 2": ("--data.batch_size", "2", "--global_batch_size", "4", "--model.step_on_epochs",
                                  "true", "--model.cooldown_epochs", "1"),
     # the demo's lr (every optimizer step), one batch of 4 per step
     "step-lr": (),
+    # partial epochs, as the README's demo proxy trains: 4 of the 6 batches, last.ckpt every 2 steps
+    "partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2"),
 }
+STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr": 6, "partial epochs": 4}
+TIMING = ("train/device/",)  # series whose values measure the machine, not the run
+# Lightning's own lr monitor rides along: it must show the lr each step trained with, as train/lr does.
+LR_MONITOR = ("--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+              "--trainer.callbacks.logging_interval=step")
 
 
 def chain_flags(dataset, chain, *extra):
-    return run_flags(dataset, "--trainer.max_epochs", "3", "--save_every_n_steps", "4", *CHAINS[chain], *extra)
+    return run_flags(dataset, "--trainer.max_epochs", "3", "--save_every_n_steps", "4", *CHAINS[chain], *LR_MONITOR,
+                     *extra)
+
+
+def logged_series(run):
+    """Every scalar series of a run's TensorBoard files as (step, value) pairs, as TensorBoard shows them (what a
+    killed run logged after the checkpoint its successor resumed from is purged); timing series left out."""
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"] if not tag.startswith(TIMING)}
 
 
 @pytest.fixture(scope="module")
@@ -121,38 +141,42 @@ def unbroken(tiny_dataset, tmp_path_factory):
             cli(["fit", *chain_flags(tiny_dataset, chain, "--trainer.callbacks+=interruptions.RecordBatches",
                                      f"--trainer.callbacks.path={record}")], cwd=folder)
             last = folder / "logs/demo/version_0/checkpoints/last.ckpt"
-            runs[chain] = read_records(record), weights(last), last.stat().st_size
+            runs[chain] = (read_records(record), weights(last), last.stat().st_size,
+                           logged_series(folder / "logs/demo/version_0"))
         return runs[chain]
 
     return run
 
 
-def kill_moments(seed):
-    """A kill mid-epoch at a random step (one that has to be trained again), at an epoch's end, mid-validation and
-    at a random save, in the order they come in the run's 3 epochs."""
+def kill_moments(seed, steps):
+    """A kill mid-epoch at a random step after the first step save (one that has to be trained again), at an epoch's
+    end, mid-validation and at a random save, in the order they come in the run's 3 epochs of `steps` steps."""
     rng = random.Random(seed)
-    moments = [("step", rng.choice([1, 2, 3, 5])), ("epoch_end", 0), ("validation", 1),
-               ("save", rng.randrange(13, 16))]
-    order = {"step": lambda v: v, "epoch_end": lambda v: 6 * v + 6, "validation": lambda v: 6 * v + 6,
-             "save": lambda v: v}
+    moments = [("step", rng.choice([s for s in range(3, steps) if s % 2])), ("epoch_end", 0), ("validation", 1),
+               ("save", rng.randrange(2 * steps + 1, 3 * steps))]
+    order = {"step": lambda v: v, "epoch_end": lambda v: steps * v + steps,
+             "validation": lambda v: steps * v + steps, "save": lambda v: v}
     moments.sort(key=lambda m: order[m[0]](m[1]))
     return [f"{kind}:{value}" for kind, value in moments]
 
 
 @pytest.mark.parametrize("workers, persistent, chain, seed", [(1, "false", "epoch-lr, accumulation 2", 11),
-                                                              (2, "true", "step-lr", 12)])
+                                                              (2, "true", "step-lr", 12),
+                                                              (2, "false", "partial epochs", 13)])
 def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed, unbroken, tiny_dataset, tmp_path):
     """Kill one run four times (mid-epoch, at an epoch's end, mid-validation, mid-save), resuming each time with
-    `--ckpt_path last`: every batch is the unbroken run's, trained with its lr, and the weights end the same."""
-    expected, final, _ = unbroken(chain)
-    batches_per_step = len(expected) // 18
+    `--ckpt_path last`: every batch is the unbroken run's, trained with its lr, the weights end the same, and every
+    series the run logged (losses, lr, validation, EMA, layer scales, epoch, HPARAMS) has the unbroken run's steps
+    and values: no gap, no duplicate."""
+    expected, final, _, series = unbroken(chain)
+    batches_per_step = len(expected) // (3 * STEPS_PER_EPOCH[chain])
     record = tmp_path / "batches.txt"
     flags = chain_flags(tiny_dataset, chain, "--data.num_workers", str(workers), "--data.persistent_workers",
                         persistent, "--ckpt_path", "last", "--trainer.callbacks+=interruptions.RecordBatches",
                         f"--trainer.callbacks.path={record}")
     last = tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"
     trained = {}  # (epoch, batch) -> its digest and lr, later runs replacing what a killed one did after its checkpoint
-    moments = kill_moments(seed)
+    moments = kill_moments(seed, STEPS_PER_EPOCH[chain])
     for moment in [*moments, None]:
         resumed_from = torch.load(last, weights_only=False)["global_step"] if last.exists() else 0
         record.unlink(missing_ok=True)
@@ -169,6 +193,30 @@ def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed,
     worst = max((final[k].double() - resumed[k].double()).abs().max().item() for k in final)
     print(f"{chain}: kills at {moments}; largest weight difference to the unbroken run: {worst:.3g}")
     assert worst < 1e-6
+    logged = logged_series(tmp_path / "logs/demo/version_0")
+    assert sorted(logged) == sorted(series)
+    for tag, points in series.items():
+        (steps, values), (logged_steps, logged_values) = zip(*points), zip(*logged[tag])
+        assert logged_steps == steps, f"{tag} after kills at {moments}"
+        assert logged_values == pytest.approx(values, rel=1e-6, nan_ok=True), f"{tag} after kills at {moments}"
+
+
+@pytest.mark.parametrize("chain", ["epoch-lr, accumulation 2", "step-lr"])
+def test_the_logged_lr_is_the_official_schedule_at_every_step(chain, unbroken):
+    """train/lr and Lightning's lr monitor, at every optimizer step: the lr timm's schedule gives that step, once an
+    epoch with a cooldown epoch (the official recipes) or every step (the demo), with gradient accumulation."""
+    series = unbroken(chain)[3]
+    peak, warmup_lr, min_lr, steps = 3.2e-2 * 4 / 1024, 1e-6, 1e-5, STEPS_PER_EPOCH[chain]
+    if chain == "step-lr":
+        expected = [per_step_lr(step, peak, steps, warmup_lr, min_lr, 3 * steps) for step in range(3 * steps)]
+    else:
+        expected = [official_lr(step // steps, peak, 1, warmup_lr, min_lr, 2) for step in range(3 * steps)]
+    steps_logged, lrs = zip(*series["train/lr"])
+    assert list(steps_logged) == list(range(3 * steps))
+    assert list(lrs) == pytest.approx(expected, rel=1e-6)
+    for tag in ("lr-AdamW/pg1", "lr-AdamW/pg2"):  # Lightning's monitor logs once per accumulated batch
+        assert {step for step, _ in series[tag]} == set(range(3 * steps)), tag
+        assert [lr for _, lr in series[tag]] == pytest.approx([expected[step] for step, _ in series[tag]]), tag
 
 
 @pytest.fixture
