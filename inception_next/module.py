@@ -53,8 +53,8 @@ class ImageClassifier(L.LightningModule):
         backbone: registered model name. backbone_args: its architecture arguments (e.g. the ablation switches
             `mixer_args`, `norm`); dict values update the variant's.
         num_classes: linked by the CLI from the data module.
-        pretrained: weights to start from (fine-tuning), read when a Trainer sets the module up without a checkpoint
-            to restore (`setup`); a run's own checkpoints hold the weights, so they never need this file again.
+        pretrained: weights to start from (fine-tuning), read as a Trainer's command starts, unless a checkpoint
+            was restored: a run's own checkpoints hold the weights, so they never need this file again.
         drop_path_rate, drop_rate: stochastic depth and head dropout.
         batch_size: per-device batch, linked by the CLI from the data module; the global batch for lr scaling is
             batch_size x devices x nodes x gradient accumulation.
@@ -97,9 +97,6 @@ class ImageClassifier(L.LightningModule):
             self.ema.requires_grad_(False)
             self.ema.train()  # it only runs in evaluation; in train mode like the rest, so Lightning sees no stray mode
         mixing = mixup > 0 or cutmix > 0
-        if mixing and batch_size % 2:
-            raise RecipeError(f"data.batch_size {batch_size}: Mixup/CutMix (model.mixup {mixup}, model.cutmix "
-                              f"{cutmix}) pair images within a batch, so expected an even batch size")
         self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=mix_switch_prob,
                            label_smoothing=label_smoothing, num_classes=num_classes) if mixing else None
         self.train_loss = SoftTargetCrossEntropy() if mixing else LabelSmoothingCrossEntropy(label_smoothing)
@@ -109,14 +106,35 @@ class ImageClassifier(L.LightningModule):
             f"{prefix}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")  # images right / images
             for prefix in ("val", "val_ema", "test", "test_ema") for name, k in (("top1", 1), ("top5", top_k))})
         self.nonfinite_steps = 0
+        # Read as a command starts (after any checkpoint is restored, which clears this): a run's own checkpoints,
+        # and load_from_checkpoint, never need the file again.
+        self.weights_from_pretrained = bool(pretrained)
         self.scheduler = None
         self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
 
-    def setup(self, stage):
-        if self.hparams.pretrained and self.trainer.ckpt_path is None:
+    # -- weights: the pretrained file when a command starts from it, never when a checkpoint holds them -----------
+    def _start_from_pretrained(self):
+        if self.weights_from_pretrained:
             load_pretrained(self.backbone, self.hparams.pretrained)
             if self.ema is not None:
                 self.ema.set(self.backbone)
+            self.weights_from_pretrained = False
+
+    def on_fit_start(self):
+        h = self.hparams
+        if self.mixup is not None and h.batch_size % 2:  # training's arithmetic: evaluation takes any batch
+            raise RecipeError(f"data.batch_size {h.batch_size}: Mixup/CutMix (model.mixup {h.mixup}, model.cutmix "
+                              f"{h.cutmix}) pair images within a batch, so expected an even batch size")
+        self._start_from_pretrained()
+
+    def on_validation_start(self):
+        self._start_from_pretrained()
+
+    def on_test_start(self):
+        self._start_from_pretrained()
+
+    def on_predict_start(self):
+        self._start_from_pretrained()
 
     def configure_model(self):
         if self.hparams.compile:
@@ -229,6 +247,7 @@ class ImageClassifier(L.LightningModule):
             cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
 
     def on_load_checkpoint(self, checkpoint):
+        self.weights_from_pretrained = False  # the checkpoint holds the weights
         state = checkpoint.get("random_state")
         if state is None:
             return

@@ -6,7 +6,9 @@ import pytest
 import torch
 import yaml
 
+from inception_next import create_model
 from inception_next.cli import EXPERIMENTS, main
+from inception_next.export import main as export
 from inception_next.runs import finished_runs, scalars
 
 
@@ -100,3 +102,43 @@ def test_print_config_shows_what_the_same_command_runs(flags, tiny_dataset, tmp_
     saved = yaml.safe_load(next((tmp_path / "logs").rglob("config.yaml")).read_text())
     assert printed == saved
     assert printed["experiment"] == ("demo" if not flags else "band_kernel_7")
+
+
+def test_a_fine_tuned_runs_checkpoints_stand_without_the_weights_file(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """The weights file is read when the fit starts from it, never again: with it deleted, the run's checkpoints
+    validate, predict, export and resume."""
+    monkeypatch.chdir(tmp_path)
+    released = tmp_path / "released.pth"
+    start = create_model("inception_next_atto", num_classes=3)
+    torch.nn.init.normal_(start.stem[0].weight)
+    torch.save(dict(model=start.state_dict()), released)
+    main(["fit", *one_epoch(tiny_dataset, "--model.pretrained", str(released), "--trainer.limit_train_batches", "1",
+                            "--model.ema_decay", "0.9")])
+    last = tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"
+    trained = torch.load(last, weights_only=False)["state_dict"]
+    # one step of training moved the released weights a little: the fit started from them, the EMA copy too
+    for prefix in ("backbone.", "ema.module."):
+        assert torch.allclose(trained[f"{prefix}stem.0.weight"], start.stem[0].weight, atol=0.01), prefix
+    released.unlink()
+    main(["validate", *demo(tiny_dataset, "--ckpt_path", "last")])
+    main(["predict", *demo(tiny_dataset, "--ckpt_path", "last", "--data.predict_root", str(tiny_dataset / "val"),
+                           "--predict_csv", str(tmp_path / "predictions.csv"))])
+    assert export(["--ckpt_path", str(last), "--output", str(tmp_path / "model.onnx")]) < 1e-4
+    main(["fit", *demo(tiny_dataset, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1",
+                       "--ckpt_path", "last")])
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert "no such file" not in capsys.readouterr().err
+
+
+def test_evaluation_takes_any_batch_size_whatever_the_recipes_global_batch(tiny_dataset, tmp_path, monkeypatch,
+                                                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    small = ["--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.num_workers", "0",
+             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.precision",
+             "32-true", "--model.backbone", "inception_next_atto"]
+    for command in ("validate", "test"):
+        main([command, "--config", str(EXPERIMENTS / "tiny.yaml"), *small, "--data.batch_size", "5"])
+        assert "val/top1" in capsys.readouterr().out or command == "test"
+    with pytest.raises(SystemExit):  # a fit still needs its global batch to be whole batches
+        main(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"), *small, "--data.batch_size", "5"])
+    assert "global_batch_size 4096: not a multiple of data.batch_size 5" in capsys.readouterr().err
