@@ -145,6 +145,8 @@ class SaveFitConfig(SaveConfigCallback):
         if run is not None and trainer.is_global_zero:
             self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
                              multifile=self.multifile)
+        if self.config.get("ckpt_path") is not None:  # a resumed run's loggers hold them from when it began
+            return
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
 
         def flat(node, prefix=""):
@@ -289,9 +291,27 @@ class InceptionNeXtCLI(LightningCLI):
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
         if self.subcommand == "fit":
             self._continue_logger_runs(settings)
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            raise self._logger_error(settings, error) or error
         # A forward pass on one image of the data's size gives the model summary its FLOPs.
         self.model.example_input_array = torch.zeros(1, 3, self.datamodule.img_size, self.datamodule.img_size)
+
+    @staticmethod
+    def _logger_error(settings, error):
+        """A configured logger that fails as it is built (its store refused, its package missing) as one line naming
+        it and the logger's own reason, or None when the error is not a logger's."""
+        configured = settings.trainer.logger
+        names = [logger.class_path for logger in (configured if isinstance(configured, list) else [configured])
+                 if hasattr(logger, "class_path")]
+        failed = next((name for name in names if name in str(error)), None)
+        if failed is None:
+            return None
+        cause = error
+        while cause.__cause__ or cause.__context__:
+            cause = cause.__cause__ or cause.__context__
+        return LoggerError(f"--trainer.logger {failed.rsplit('.', 1)[-1]}: could not start ({' '.join(str(cause).split())})")
 
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()
