@@ -97,18 +97,18 @@ def read_records(path):
     return [(int(epoch), int(index), digest, float(lr)) for epoch, index, digest, lr in rows]
 
 
-# 3 epochs of 6 optimizer steps; last.ckpt at steps 4, 8, 16 and at each epoch's end (after its validation; step 12
-# ends epoch 1, where a step save would come before the validation). Three ways to train them:
+# 3 epochs; two ways to train them:
 CHAINS = {
-    # the official lr (once an epoch, a cooldown epoch at the end), 2 batches of 2 accumulated per step
+    # the official lr (once an epoch, a cooldown epoch at the end), 2 batches of 2 accumulated per step, 6 steps an
+    # epoch; last.ckpt at steps 4, 8, 16 and at each epoch's end (after its validation: step 12 ends epoch 1, where
+    # a step save would come before the validation)
     "epoch-lr, accumulation 2": ("--data.batch_size", "2", "--global_batch_size", "4", "--model.step_on_epochs",
                                  "true", "--model.cooldown_epochs", "1"),
-    # the demo's lr (every optimizer step), one batch of 4 per step
-    "step-lr": (),
-    # partial epochs, as the README's demo proxy trains: 4 of the 6 batches, last.ckpt every 2 steps
-    "partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2"),
+    # the demo's lr (every optimizer step), one batch of 4 per step, in partial epochs as the README's demo proxy
+    # trains them: 4 of the 6 batches; last.ckpt every 2 steps and at each epoch's end
+    "step-lr, partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2"),
 }
-STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr": 6, "partial epochs": 4}
+STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr, partial epochs": 4}
 TIMING = ("train/device/",)  # series whose values measure the machine, not the run
 # Lightning's own lr monitor rides along: it must show the lr each step trained with, as train/lr does.
 LR_MONITOR = ("--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
@@ -122,11 +122,11 @@ def chain_flags(dataset, chain, *extra):
 
 def logged_series(run):
     """Every scalar series of a run's TensorBoard files as (step, value) pairs, as TensorBoard shows them (what a
-    killed run logged after the checkpoint its successor resumed from is purged); timing series left out."""
+    killed run logged after the checkpoint its successor resumed from is purged); a timing series' values as None."""
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [(event.step, event.value) for event in events.Scalars(tag)]
-            for tag in events.Tags()["scalars"] if not tag.startswith(TIMING)}
+    return {tag: [(event.step, None if tag.startswith(TIMING) else event.value) for event in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,7 @@ def kill_moments(seed, steps):
 
 
 @pytest.mark.parametrize("workers, persistent, chain, seed", [(1, "false", "epoch-lr, accumulation 2", 11),
-                                                              (2, "true", "step-lr", 12),
-                                                              (2, "false", "partial epochs", 13)])
+                                                              (2, "true", "step-lr, partial epochs", 12)])
 def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed, unbroken, tiny_dataset, tmp_path):
     """Kill one run four times (mid-epoch, at an epoch's end, mid-validation, mid-save), resuming each time with
     `--ckpt_path last`: every batch is the unbroken run's, trained with its lr, the weights end the same, and every
@@ -198,16 +197,17 @@ def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed,
     for tag, points in series.items():
         (steps, values), (logged_steps, logged_values) = zip(*points), zip(*logged[tag])
         assert logged_steps == steps, f"{tag} after kills at {moments}"
-        assert logged_values == pytest.approx(values, rel=1e-6, nan_ok=True), f"{tag} after kills at {moments}"
+        if not tag.startswith(TIMING):
+            assert logged_values == pytest.approx(values, rel=1e-6, nan_ok=True), f"{tag} after kills at {moments}"
 
 
-@pytest.mark.parametrize("chain", ["epoch-lr, accumulation 2", "step-lr"])
+@pytest.mark.parametrize("chain", list(CHAINS))
 def test_the_logged_lr_is_the_official_schedule_at_every_step(chain, unbroken):
     """train/lr and Lightning's lr monitor, at every optimizer step: the lr timm's schedule gives that step, once an
     epoch with a cooldown epoch (the official recipes) or every step (the demo), with gradient accumulation."""
     series = unbroken(chain)[3]
     peak, warmup_lr, min_lr, steps = 3.2e-2 * 4 / 1024, 1e-6, 1e-5, STEPS_PER_EPOCH[chain]
-    if chain == "step-lr":
+    if chain == "step-lr, partial epochs":
         expected = [per_step_lr(step, peak, steps, warmup_lr, min_lr, 3 * steps) for step in range(3 * steps)]
     else:
         expected = [official_lr(step // steps, peak, 1, warmup_lr, min_lr, 2) for step in range(3 * steps)]
@@ -260,7 +260,7 @@ def test_a_kill_mid_save_across_filesystems_leaves_the_previous_checkpoint(tiny_
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tiny_dataset, tmp_path, tmpfs, unbroken):
     """Room for two checkpoints and a half: the third save cannot fit beside them."""
-    checkpoint_size = unbroken("step-lr")[2]
+    checkpoint_size = unbroken("step-lr, partial epochs")[2]
     disk = tmpfs("disk", f"{int(2.5 * checkpoint_size / 2**20)}m")
     done = cli(["fit", *run_flags(tiny_dataset, "--trainer.default_root_dir", str(disk))], cwd=tmp_path, check=False)
     assert done.returncode == 1, done.stderr[-2000:]

@@ -13,6 +13,7 @@ from interruptions import RecordLR
 from inception_next.cli import EXPERIMENTS, main
 from inception_next.data import ImageFolderDataModule
 from inception_next.module import ImageClassifier, parameter_groups
+from inception_next.runs import scalars
 
 EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "recipe.yaml")
 
@@ -120,7 +121,8 @@ def test_a_global_batch_that_does_not_divide_is_one_error(tiny_dataset, tmp_path
 
 def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--trainer.limit_val_batches", "1")]
+    args = ["--config", str(EXPERIMENTS / "demo.yaml"), *small_run(tiny_dataset, "--trainer.limit_val_batches", "1",
+                                                                   "--trainer.log_every_n_steps", "1")]
     main(["fit", *args, "--trainer.max_epochs", "1"])
     checkpoints = tmp_path / "logs" / "demo" / "version_0" / "checkpoints"
     first = torch.load(checkpoints / "last.ckpt", weights_only=False)
@@ -128,10 +130,14 @@ def test_resume_continues_from_the_saved_step_and_lr(tiny_dataset, tmp_path, mon
     main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
     resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 12 and resumed["epoch"] >= 1
-    # The lr of the last step follows the 2-epoch schedule (its length is recomputed from max_epochs).
-    lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
+    # The lr of the last step follows the 2-epoch schedule (its length is recomputed from max_epochs); the optimizer
+    # saved after it holds the next step's.
     peak = 3.2e-2 * 4 / 1024  # demo.yaml lr_per_1024 x batch 4
-    assert lr == pytest.approx(per_step_lr(11, peak, 6, 1e-6, 1e-5, 12))
+    steps, lrs = scalars(checkpoints.parent, "train/lr")
+    assert steps == list(range(12))
+    assert lrs[11] == pytest.approx(per_step_lr(11, peak, 6, 1e-6, 1e-5, 12))
+    lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(per_step_lr(12, peak, 6, 1e-6, 1e-5, 12))
     assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("best"))  # best kept beside last
 
 
