@@ -1,6 +1,6 @@
 """InceptionNeXt: a PyTorch Lightning research template for "InceptionNeXt: When Inception Meets ConvNeXt"."""
 
-from .factory import CheckpointError, create_model, list_models, load_pretrained
+from .factory import CheckpointError, create_model, list_models, load_pretrained, register_with_timm
 from .model import (
     IsotropicMetaNeXt,
     InceptionDWConv2d,
@@ -10,5 +10,6 @@ from .model import (
     SpatialSelfAttention,
 )
 
-__all__ = ["create_model", "list_models", "load_pretrained", "CheckpointError", "MetaNeXt", "IsotropicMetaNeXt",
+__all__ = ["create_model", "list_models", "load_pretrained", "register_with_timm", "CheckpointError", "MetaNeXt",
+           "IsotropicMetaNeXt",
            "MetaNeXtBlock", "InceptionDWConv2d", "PartialDWConv2d", "SpatialSelfAttention"]

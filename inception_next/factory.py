@@ -1,11 +1,12 @@
 """Build registered variants by name and load checkpoints into them."""
 
 import inspect
+import sys
 import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
+from timm.models import build_model_with_cfg, is_model, register_model
 
 from .model import VARIANTS, ModelConfigError
 
@@ -28,35 +29,27 @@ def get_variant(name):
     return VARIANTS[name]
 
 
-class FeatureExtractor(nn.Module):
-    """A backbone's multi-scale features for detection and segmentation, as timm's `features_only` models: called on
-    images, it returns the chosen levels' outputs (NCHW, strides 4 to 32 for the hierarchical models); the levels
-    after the last one chosen, and the head, are dropped. `feature_info` describes the outputs (channels()
-    and reduction() give their widths and strides)."""
-
-    def __init__(self, model, out_indices=(0, 1, 2, 3)):
-        super().__init__()
-        self.out_indices = model.prune_intermediate_layers(list(out_indices), prune_head=True)
-        self.model = model
-        self.feature_info = [model.feature_info[i] for i in self.out_indices]
-
-    def channels(self):
-        return [info["num_chs"] for info in self.feature_info]
-
-    def reduction(self):
-        return [info["reduction"] for info in self.feature_info]
-
-    def forward(self, x):
-        return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+def wrap_features(model, out_indices=(0, 1, 2, 3), feature_cls=None):
+    """`model`'s multi-scale features for detection and segmentation, wrapped by timm itself (build_model_with_cfg's
+    `features_only` handling): timm's FeatureListNet by default, FeatureGetterNet (`forward_intermediates`) for
+    feature_cls='getter', FeatureDictNet for 'dict'. Called on images, it returns the `out_indices` levels' outputs
+    (NCHW, strides 4 to 32 for the hierarchical models); its `feature_info` is timm's FeatureInfo (`channels()`,
+    `reduction()`)."""
+    return build_model_with_cfg(lambda **_: model, model.pretrained_cfg["architecture"], pretrained=False,
+                                pretrained_cfg=model.pretrained_cfg, features_only=True, out_indices=out_indices,
+                                feature_cfg=dict(flatten_sequential=True),
+                                **({"feature_cls": feature_cls} if feature_cls else {}))
 
 
-def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 2, 3), **overrides):
-    """Build the variant `name`; any constructor argument can be overridden (num_classes, drop_path_rate, norm, ...).
+def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 2, 3), feature_cls=None,
+                 **overrides):
+    """Build the variant `name`; any constructor argument can be overridden (num_classes, drop_path_rate, norm,
+    global_pool, in_chans, ...).
 
     A dict-valued override such as `mixer_args` updates the variant's dict rather than replacing it, so
     `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer. `pretrained` is the path of a
-    checkpoint to load (see `load_pretrained`). With `features_only`, a FeatureExtractor of the `out_indices`
-    levels, as timm's `features_only` models.
+    checkpoint to load (see `load_pretrained`). With `features_only`, the `out_indices` levels' features, as timm's
+    `features_only` models (see `wrap_features`).
     """
     variant = get_variant(name)
     args = dict(variant.args)
@@ -69,10 +62,52 @@ def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 
     except TypeError as error:
         raise ModelConfigError(f"model {name!r}: {error}") from None
     model = variant.network(**args)
-    model.pretrained_cfg = variant.pretrained_cfg(name, model)
+    model.pretrained_cfg = model.default_cfg = variant.pretrained_cfg(name, model)
     if pretrained:
         load_pretrained(model, pretrained)
-    return FeatureExtractor(model, out_indices) if features_only else model
+    return wrap_features(model, out_indices, feature_cls) if features_only else model
+
+
+TIMM_PREFIX = "lit_"  # timm has inception_next_atto/tiny/small/base of its own
+
+
+def register_with_timm(prefix=TIMM_PREFIX):
+    """Register every variant in timm's model registry as `<prefix><name>` (`lit_inception_next_tiny`,
+    `lit_convnext_tiny_k3_par1_8`, ...), so that `timm.create_model`, timm's train.py, validate.py and benchmark.py,
+    and timm's own model tests build them by name. They are registered as models of the `inception_next` package,
+    as timm groups its own by module: `timm.list_models(module="inception_next")` lists them beside timm's.
+
+    Weights come from a local file, never a hub: `timm.create_model(name, pretrained=True,
+    pretrained_cfg_overlay=dict(file="inceptionnext_tiny.pth"))`. Registering twice does nothing. Returns the names.
+    """
+    package = sys.modules[__package__]
+    package.default_cfgs = getattr(package, "default_cfgs", {})  # where timm's register_model reads each model's cfg
+    names = []
+    for name in list_models():
+        timm_name = prefix + name
+        names.append(timm_name)
+        if is_model(timm_name):
+            continue
+        with torch.device("meta"):
+            package.default_cfgs[timm_name] = create_model(name).pretrained_cfg
+        entrypoint = _timm_entrypoint(name, timm_name)
+        entrypoint.__module__ = package.__name__
+        setattr(package, timm_name, entrypoint)
+        register_model(entrypoint)
+    return names
+
+
+def _timm_entrypoint(name, timm_name):
+    def entrypoint(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
+        weights = (pretrained_cfg_overlay or {}).get("file")
+        if pretrained and not weights:
+            raise ModelConfigError(f"{timm_name}: pretrained=True needs a local file, as pretrained_cfg_overlay="
+                                   "dict(file=...); nothing is downloaded")
+        return create_model(name, pretrained=weights if pretrained else None, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = timm_name
+    entrypoint.__doc__ = f"{name} for timm.create_model (see inception_next.create_model)."
+    return entrypoint
 
 
 def read_state_dict(path):

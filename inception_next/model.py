@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d
 from timm.models import checkpoint_seq
 from torch import nn
 
@@ -60,32 +60,34 @@ class InceptionDWConv2d(nn.Module):
             padding = tuple(k // 2 for k in kernel_size)
             return nn.Conv2d(gc, gc, kernel_size, padding=padding, groups=gc)
 
-        # Attribute names follow the released checkpoints: dwconv_hw, dwconv_w (1 x k), dwconv_h (k x 1).
-        self.branch_names = []
-        if "square" in branches:
-            self.dwconv_hw = dwconv((square_kernel_size, square_kernel_size))
-            self.branch_names.append("dwconv_hw")
-        if band_mode == "sequential":
-            self.dwconv_band = nn.Sequential(dwconv((1, band_kernel_size)), dwconv((band_kernel_size, 1)))
-            self.branch_names.append("dwconv_band")
-        else:
-            if "horizontal" in branches:
-                self.dwconv_w = dwconv((1, band_kernel_size))
-                self.branch_names.append("dwconv_w")
-            if "vertical" in branches:
-                self.dwconv_h = dwconv((band_kernel_size, 1))
-                self.branch_names.append("dwconv_h")
+        # Attribute names follow the released checkpoints: dwconv_hw, dwconv_w (1 x k), dwconv_h (k x 1); a branch
+        # left out is None.
+        sequential = band_mode == "sequential"
+        self.dwconv_hw = dwconv((square_kernel_size, square_kernel_size)) if "square" in branches else None
+        self.dwconv_band = (nn.Sequential(dwconv((1, band_kernel_size)), dwconv((band_kernel_size, 1)))
+                            if sequential else None)
+        self.dwconv_w = dwconv((1, band_kernel_size)) if "horizontal" in branches and not sequential else None
+        self.dwconv_h = dwconv((band_kernel_size, 1)) if "vertical" in branches and not sequential else None
+        count = sum(branch is not None for branch in (self.dwconv_hw, self.dwconv_band, self.dwconv_w, self.dwconv_h))
         # The identity part comes first, as in the released code (Algorithm 1 in the paper puts it last).
-        identity = dim - gc * len(self.branch_names)
+        identity = dim - gc * count
         if identity < 0:
-            raise ModelConfigError(f"branch_ratio {branch_ratio}: {len(self.branch_names)} branches of {gc} channels "
-                             f"exceed the {dim} input channels")
-        self.split_sizes = [identity] + [gc] * len(self.branch_names)
+            raise ModelConfigError(f"branch_ratio {branch_ratio}: {count} branches of {gc} channels exceed the {dim} "
+                                   "input channels")
+        self.split_sizes = [identity] + [gc] * count
 
     def forward(self, x):
         parts = torch.split(x, self.split_sizes, dim=1)  # indexed, not unpacked: torch.fx can trace it
-        branches = [getattr(self, name)(parts[i + 1]) for i, name in enumerate(self.branch_names)]
-        return torch.cat([parts[0], *branches], dim=1)
+        out = [parts[0]]
+        if self.dwconv_hw is not None:
+            out.append(self.dwconv_hw(parts[len(out)]))
+        if self.dwconv_band is not None:
+            out.append(self.dwconv_band(parts[len(out)]))
+        if self.dwconv_w is not None:
+            out.append(self.dwconv_w(parts[len(out)]))
+        if self.dwconv_h is not None:
+            out.append(self.dwconv_h(parts[len(out)]))
+        return torch.cat(out, dim=1)
 
 
 class PartialDWConv2d(nn.Module):
@@ -124,8 +126,8 @@ class SpatialSelfAttention(nn.Module):
     def forward(self, x):
         B, C, H, W = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        q, k, v = self.qkv(tokens).view(B, H * W, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        qkv = self.qkv(tokens).view(B, H * W, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, H * W, C)
         return self.proj(out).transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -246,49 +248,76 @@ class MetaNeXtBlock(nn.Module):
 # Networks
 # ---------------------------------------------------------------------------------------------------------------------
 
-class MlpHead(nn.Module):
+def pooling(pool_type):
+    """timm's global pooling by name ('avg' in the paper; 'max', 'avgmax', ...), or none for '': then the head
+    applies its layers at every position of the feature map, as timm's ConvNeXt head does without pooling."""
+    return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+
+
+class Head(nn.Module):
+    """Global pool, then the head's layers (`layers`, a subclass's) on the pooled features, or at every position
+    (channels last) when pooling is off. `num_features`: the width the classifier sees (timm's pre-logits width)."""
+
+    def __init__(self, in_features, pool_type):
+        super().__init__()
+        self.in_features = in_features
+        self.global_pool = pooling(pool_type)
+        self.per_position = not pool_type
+
+    def set_pool(self, pool_type):
+        self.global_pool = pooling(pool_type)
+        self.per_position = not pool_type
+
+    def layers(self, x, pre_logits: bool):
+        raise NotImplementedError
+
+    def forward(self, x, pre_logits: bool = False):
+        x = self.global_pool(x)
+        if self.per_position:
+            return self.layers(x.permute(0, 2, 3, 1), pre_logits).permute(0, 3, 1, 2)
+        return self.layers(x, pre_logits)
+
+
+class MlpHead(Head):
     """InceptionNeXt's head: global average pool -> fc1 -> GELU -> LayerNorm -> dropout -> fc2 (the MLP savings of
     stage 4 moved here)."""
 
-    def __init__(self, dim, num_classes, hidden_ratio=3.0, drop_rate=0.0):
-        super().__init__()
+    def __init__(self, dim, num_classes, hidden_ratio=3.0, drop_rate=0.0, pool_type="avg"):
+        super().__init__(dim, pool_type)
         hidden = int(hidden_ratio * dim)
-        self.in_features = dim
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim * self.global_pool.feat_mult(), hidden)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(hidden, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
         self.fc2 = nn.Linear(hidden, num_classes) if num_classes else nn.Identity()
-        self.num_features = hidden  # what the classifier sees (timm's pre-logits width)
+        self.num_features = hidden
 
-    @property
-    def classifier(self):
+    def get_classifier(self):
         return self.fc2
 
     def reset(self, num_classes, reset_other=False):
         """A new classifier for `num_classes` (0: none); with `reset_other`, the MLP goes too (pool -> classifier)."""
         if reset_other:
             self.fc1, self.act, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
-            self.num_features = self.in_features
+            self.num_features = self.in_features * self.global_pool.feat_mult()
         self.fc2 = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
-    def forward(self, x, pre_logits=False):
-        x = self.drop(self.norm(self.act(self.fc1(x.mean(dim=(2, 3))))))
+    def layers(self, x, pre_logits: bool):
+        x = self.drop(self.norm(self.act(self.fc1(x))))
         return x if pre_logits else self.fc2(x)
 
 
-class NormLinearHead(nn.Module):
+class NormLinearHead(Head):
     """ConvNeXt's head: global average pool -> LayerNorm -> dropout -> linear."""
 
-    def __init__(self, dim, num_classes, drop_rate=0.0):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+    def __init__(self, dim, num_classes, drop_rate=0.0, pool_type="avg"):
+        super().__init__(dim, pool_type)
+        self.num_features = dim * self.global_pool.feat_mult()
+        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
-        self.num_features = dim
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
-    @property
-    def classifier(self):
+    def get_classifier(self):
         return self.fc
 
     def reset(self, num_classes, reset_other=False):
@@ -296,8 +325,8 @@ class NormLinearHead(nn.Module):
             self.norm = nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
-    def forward(self, x, pre_logits=False):
-        x = self.drop(self.norm(x.mean(dim=(2, 3))))
+    def layers(self, x, pre_logits: bool):
+        x = self.drop(self.norm(x))
         return x if pre_logits else self.fc(x)
 
 
@@ -330,22 +359,14 @@ def feature_indices(count, indices):
 class Network(nn.Module):
     """What both networks share: timm's model contract over a stem, a trunk of feature levels (the stages of the
     hierarchical network, the blocks of the isotropic one) and a head, so that code written for timm models (feature
-    wrappers, fine-tuning helpers, `timm.data.resolve_model_data_config`) works on ours."""
+    wrappers, fine-tuning helpers, `timm.data.resolve_model_data_config`, TorchScript, torch.fx) works on ours.
 
-    pretrained_cfg = {}  # set per variant by create_model: input size, crop, mean/std, first conv, classifier
+    `num_features` is the width of the final features, `head_hidden_size` the width the classifier sees."""
 
-    @property
-    def default_cfg(self):
-        return self.pretrained_cfg
+    pretrained_cfg = default_cfg = {}  # set per variant by create_model: input size, crop, mean/std, first conv...
 
     def trunk(self):
         raise NotImplementedError
-
-    def forward_stem(self, x):
-        return self.stem(x)
-
-    def forward_features(self, x):
-        return self.trunk()(self.forward_stem(x))
 
     def forward_head(self, x, pre_logits: bool = False):
         return self.head(x, pre_logits=pre_logits)
@@ -363,7 +384,7 @@ class Network(nn.Module):
         take, last = feature_indices(len(self.trunk()), indices)
         levels = self.trunk()[:last + 1] if stop_early else self.trunk()
         intermediates = []
-        x = self.forward_stem(x)
+        x = self.stem(x)
         for i, level in enumerate(levels):
             x = level(x)
             if i in take:
@@ -376,27 +397,28 @@ class Network(nn.Module):
         prune_end = last < len(self.trunk()) - 1  # the head was sized for the features that are going
         setattr(self, self.trunk_name, self.trunk()[:last + 1])
         self.feature_info = self.feature_info[:last + 1]
+        self.num_features = self.feature_info[-1]["num_chs"]
         if prune_head or prune_end:
             self.reset_classifier(0, reset_other=True)
         return take
 
-    @property
-    def num_features(self):
-        """Channels of the final features (what the head pools)."""
-        return self.feature_info[-1]["num_chs"]
-
-    @property
-    def head_hidden_size(self):
-        return self.head.num_features
-
     def get_classifier(self):
-        return self.head.classifier
+        return self.head.get_classifier()
 
     def reset_classifier(self, num_classes, global_pool=None, reset_other=False):
-        if global_pool not in (None, "avg"):
-            raise ModelConfigError(f"global_pool {global_pool!r}: the head pools by average ('avg')")
+        """A new classifier for `num_classes` (0: none), as timm's: `global_pool` sets the pooling ('' for none:
+        `reset_classifier(0, '')` leaves the unpooled feature map); `reset_other` drops the head's other layers."""
+        if global_pool is not None:
+            kept_width = not reset_other and isinstance(self.head, MlpHead) and not isinstance(self.head.fc1,
+                                                                                                  nn.Identity)
+            if kept_width and pooling(global_pool).feat_mult() != self.head.global_pool.feat_mult():
+                raise ModelConfigError(f"global_pool {global_pool!r} changes the pooled width: expected "
+                                       "reset_other=True to drop the head's MLP with it")
+            self.head.set_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head.reset(num_classes, reset_other)
+        self.head_hidden_size = self.head.num_features
 
     def no_weight_decay(self):
         return set()
@@ -412,7 +434,9 @@ class MetaNeXtStage(nn.Module):
 
     def forward(self, x):
         x = self.downsample(x)
-        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
 
 class MetaNeXt(Network):
@@ -435,7 +459,7 @@ class MetaNeXt(Network):
 
     def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), token_mixer="inception", mixer_args=None,
                  mlp_ratios=(4, 4, 4, 3), norm="batchnorm", head_hidden_ratio=3.0, num_classes=1000, in_chans=3,
-                 drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
+                 global_pool="avg", drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
         super().__init__()
         if not len(depths) == len(dims) == len(mlp_ratios):
             raise ModelConfigError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, "
@@ -453,12 +477,18 @@ class MetaNeXt(Network):
         self.stages = nn.Sequential(*stages)
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}")
                              for i, dim in enumerate(dims)]
-        self.head = (MlpHead(dims[-1], num_classes, head_hidden_ratio, drop_rate) if head_hidden_ratio
-                     else NormLinearHead(dims[-1], num_classes, drop_rate))
+        self.num_features = dims[-1]
+        self.global_pool = global_pool
+        self.head = (MlpHead(dims[-1], num_classes, head_hidden_ratio, drop_rate, global_pool) if head_hidden_ratio
+                     else NormLinearHead(dims[-1], num_classes, drop_rate, global_pool))
+        self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
     def trunk(self):
         return self.stages
+
+    def forward_features(self, x):
+        return self.stages(self.stem(x))
 
     def group_matcher(self, coarse=False):
         """Parameter groups for timm's layer-wise lr decay: the stem, then each stage (or each block)."""
@@ -476,6 +506,34 @@ class MetaNeXt(Network):
                 for j, block in enumerate(stage.blocks) if block.gamma is not None}
 
 
+def resize_pos_embed(pos_embed, size: list[int]):
+    """A learned (1, C, h, w) position grid at another input's grid size (bicubic), as the input needs it."""
+    if pos_embed.shape[-2:] == size:
+        return pos_embed
+    return F.interpolate(pos_embed, size=size, mode="bicubic", align_corners=False)
+
+
+torch.fx.wrap("resize_pos_embed")  # one call in a traced graph: torch.fx cannot branch on a traced shape
+
+
+class PatchEmbed(nn.Module):
+    """The isotropic networks' stem: a patch_size x patch_size stride-patch_size conv, plus a learned position
+    embedding on a grid of `grid` x `grid` patches (resampled for other input sizes) when `grid` is given."""
+
+    def __init__(self, in_chans, dim, patch_size, grid=None):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid, grid)) if grid else None
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, x):
+        x = self.proj(x)
+        if self.pos_embed is not None:
+            x = x + resize_pos_embed(self.pos_embed, x.shape[-2:])
+        return x
+
+
 class IsotropicMetaNeXt(Network):
     """Isotropic MetaNeXt, following ConvNeXt-S (iso.): a 16x16 patchify stem, then one stage of `depth` blocks at a
     single resolution, then global pool -> LayerNorm -> linear. With an attention mixer and a learned position
@@ -485,47 +543,39 @@ class IsotropicMetaNeXt(Network):
     trunk_name = "blocks"
 
     def __init__(self, depth=18, dim=384, patch_size=16, token_mixer="inception", mixer_args=None, mlp_ratio=4,
-                 norm="batchnorm", pos_embed=False, img_size=224, num_classes=1000, in_chans=3, drop_rate=0.0,
-                 drop_path_rate=0.0, layer_scale_init=None):
+                 norm="batchnorm", pos_embed=False, img_size=224, num_classes=1000, in_chans=3, global_pool="avg",
+                 drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=None):
         super().__init__()
         self.num_classes = num_classes
         self.grad_checkpointing = False
-        self.stem = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
-        grid = img_size // patch_size
-        self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid, grid)) if pos_embed else None
+        self.stem = PatchEmbed(in_chans, dim, patch_size, img_size // patch_size if pos_embed else None)
         rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
             MetaNeXtBlock(dim, token_mixer, mixer_args, norm, mlp_ratio, layer_scale_init, rate) for rate in rates])
         self.feature_info = [dict(num_chs=dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
-        self.head = NormLinearHead(dim, num_classes, drop_rate)
-        if self.pos_embed is not None:
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.num_features = dim
+        self.global_pool = global_pool
+        self.head = NormLinearHead(dim, num_classes, drop_rate, global_pool)
+        self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
     def trunk(self):
         return self.blocks
 
-    def forward_stem(self, x):
-        x = self.stem(x)
-        if self.pos_embed is not None:
-            pos = self.pos_embed
-            if pos.shape[-2:] != x.shape[-2:]:  # another input size: resample the learned grid
-                pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
-            x = x + pos
-        return x
-
     def forward_features(self, x):
-        x = self.forward_stem(x)
-        return checkpoint_seq(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
+        x = self.stem(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
     def group_matcher(self, coarse=False):
-        return dict(stem=r"^stem|^pos_embed", blocks=r"^blocks\.(\d+)")
+        return dict(stem=r"^stem", blocks=r"^blocks\.(\d+)")
 
     def set_grad_checkpointing(self, enable=True):
         self.grad_checkpointing = enable
 
     def no_weight_decay(self):
-        return {"pos_embed"} if self.pos_embed is not None else set()
+        return {"stem.pos_embed"} if self.stem.pos_embed is not None else set()
 
     def layer_scales(self):
         """Each block's layer scale (gamma) by `stage0.block<j>` (one stage); none without layer scale."""
@@ -574,7 +624,7 @@ class Variant:
                     input_size=(3, self.input_size, self.input_size),
                     pool_size=(self.input_size // reduction,) * 2, crop_pct=self.crop_pct, interpolation="bicubic",
                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv="stem.0" if isinstance(
-                        model.stem, nn.Sequential) else "stem", classifier="head.fc2" if isinstance(
+                        model.stem, nn.Sequential) else "stem.proj", classifier="head.fc2" if isinstance(
                         model.head, MlpHead) else "head.fc")
 
 

@@ -89,14 +89,15 @@ def test_features_only_and_pruning_match_timm(pair):
     ours, reference = pair
     name = reference.pretrained_cfg["architecture"]
     features = create_model(name, features_only=True, out_indices=(1, 2, 3))
-    features.model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("head")})
-    theirs = timm.create_model(name, features_only=True, out_indices=(1, 2, 3))  # its keys: stem_0..., stages_1...
-    theirs.load_state_dict({k.replace(".", "_", 1): v for k, v in reference.state_dict().items()
-                            if not k.startswith("head")})
+    theirs = timm.create_model(name, features_only=True, out_indices=(1, 2, 3))  # keys: stem_0..., stages_1...
+    both = {k.replace(".", "_", 1): v for k, v in reference.state_dict().items() if not k.startswith("head")}
+    features.load_state_dict(both)  # the same wrapper as timm's, so the same keys
+    theirs.load_state_dict(both)
+    assert type(features) is type(theirs)
     assert_same(features.eval()(IMAGES), theirs.eval()(IMAGES))
-    assert features.channels() == theirs.feature_info.channels()
-    assert features.reduction() == theirs.feature_info.reduction()
-    assert not any(name.startswith("head.fc1") for name, _ in features.model.named_parameters())
+    assert features.feature_info.channels() == theirs.feature_info.channels()
+    assert features.feature_info.reduction() == theirs.feature_info.reduction()
+    assert not any(name.startswith("head") for name, _ in features.named_parameters())
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -121,7 +122,7 @@ def test_fx_traces_the_features_and_an_fpn_runs_on_them():
         traced = extractor(IMAGES)
         assert_same(list(traced.values()), model.forward_intermediates(IMAGES, intermediates_only=True))
         features = create_model("inception_next_tiny", features_only=True)
-        fpn = FeaturePyramidNetwork(features.channels(), out_channels=64)
+        fpn = FeaturePyramidNetwork(features.feature_info.channels(), out_channels=64)
         pyramid = fpn(OrderedDict(zip(nodes.values(), features(IMAGES))))
     assert [p.shape for p in pyramid.values()] == [(2, 64, 64 // r, 64 // r) for r in (4, 8, 16, 32)]
 
