@@ -119,7 +119,7 @@ class LastCheckpoint(Checkpoint):
             folder = self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
             self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "last.ckpt")))
 
-    def _save(self, trainer):
+    def save_now(self, trainer):
         if not (trainer.fast_dev_run or trainer.sanity_checking):
             for logger in trainer.loggers:  # what was logged up to this checkpoint is on disk before it is
                 logger.save()
@@ -136,10 +136,10 @@ class LastCheckpoint(Checkpoint):
         epoch_ends = batch_idx + 1 >= trainer.num_training_batches
         if (stepped and not epoch_ends and self.every_n_train_steps
                 and trainer.global_step % self.every_n_train_steps == 0):
-            self._save(trainer)
+            self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self._save(trainer)
+        self.save_now(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, DivergenceError) and self.path is not None and self.path.is_file():

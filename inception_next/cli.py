@@ -25,6 +25,8 @@ from timm.data import ImageNetInfo
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -35,6 +37,8 @@ from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpo
 from .data import DatasetError, ImageFolderDataModule
 from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
 from .module import DivergenceError, ImageClassifier, RecipeError
+from . import preemption
+from .preemption import Preempted, Preemption, catch_job_signals
 from .runs import FINISHED
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
@@ -287,6 +291,11 @@ class InceptionNeXtCLI(LightningCLI):
         self.root = Path(settings.trainer.default_root_dir).expanduser().resolve()
         if self.subcommand == "fit":
             check_writable(self._experiment_dir(settings), "--trainer.default_root_dir")
+            stale = sorted(self.root.glob("hpc_ckpt_*.ckpt")) if SLURMEnvironment.detect() else []
+            if stale:  # Lightning would start this fit from them, whatever the experiment
+                raise ConfigError(f"{', '.join(map(str, stale))}: Lightning's auto-requeue checkpoints, which it would "
+                                  "load into this run; expected none (this project saves in each run's folder): move "
+                                  "them away")
         if self.subcommand == "predict":
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
         if self.subcommand == "fit":
@@ -322,12 +331,14 @@ class InceptionNeXtCLI(LightningCLI):
         callbacks += [UnreadableFilesReport(), FirstBatchImages(), LayerScaleMagnitudes(), HParamsWithMetrics(),
                       TrainingThroughput()]
         # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
-        callbacks.append(LastCheckpoint(settings.save_every_n_steps))
+        callbacks += [LastCheckpoint(settings.save_every_n_steps), Preemption()]
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
         plugins = self.config_init[self.subcommand].trainer.plugins or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         plugins.append(AtomicCheckpointIO())
+        if SLURMEnvironment.detect():  # job signals are Preemption's: no hpc_ckpt_*.ckpt beside every experiment
+            plugins.append(SLURMEnvironment(auto_requeue=False))
         if settings.trainer.logger in (None, True):  # the default: a fit's own run folder; evaluation logs nowhere
             # A resumed run purges what the interrupted one logged after its checkpoint, which it logs again.
             resumed = dict(version=self.resumed_run.name, purge_step=self.resumed_step) if self.resumed_run else {}
@@ -446,13 +457,23 @@ def main(args=None):
             return importlib.import_module(f".{module}", __package__).main(args[1:])
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
-        InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
-                         save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
-                         auto_configure_optimizers=False,
-                         parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
+        with catch_job_signals():  # from the start: a cluster may signal a job before it trains
+            InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
+                             save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
+                             auto_configure_optimizers=False,
+                             parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
     except ArgumentError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except (Preempted, SIGTERMException) as error:  # the Trainer has closed everything: SLURM may end the processes
+        stop = error if isinstance(error, Preempted) else (preemption.stopped or [Preempted(
+            "stopped by SIGTERM: --ckpt_path last resumes from the run's last checkpoint", 15)])[0]
+        print(stop, file=sys.stderr, flush=True)
+        refused = preemption.requeue() if stop.requeue else None
+        if refused:
+            print(f"error: not requeued ({refused}): run the same command again (--ckpt_path last) to continue",
+                  file=sys.stderr)
+        sys.exit(stop.exit_code)
     except (ConfigError, DatasetError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
             ModelConfigError, LoggerError, MisconfigurationException) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -27,6 +27,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo,
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from . import demo_data
+from .preemption import ignore_job_signals
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -413,7 +414,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         workers = self.hparams.num_workers
         # Its own generator: starting an iterator then draws no seed from the global one, which Mixup and drop path
         # use (a resumed run starts its iterators at other moments than an unbroken one).
+        # Workers leave a cluster's job signals (SIGTERM, SIGUSR1) to the main process, which saves and stops.
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, num_workers=workers,
+                          worker_init_fn=ignore_job_signals,
                           pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
                           generator=torch.Generator().manual_seed(self.seed or 0))

@@ -9,11 +9,14 @@ A run is named `<experiment>/seed<N>` (its folder: logs/<experiment>/seed<N>/ver
 `--ckpt_path last`, so a rerun resumes an interrupted run where its last checkpoint left it and skips a finished one
 (a run is finished once its fit has returned: it leaves `finished.json` in its folder). Locally the runs go one after
 another, each in its own process. With --slurm each run is a SLURM job submitted through submitit (an optional
-extra: pip install "inception-next[slurm]"), one task per GPU, so that Lightning's DDP spans the job's GPUs and nodes.
-Flags the sweep does not know are passed on to every fit. `report` then compares the runs.
+extra: pip install "inception-next[slurm]"): one task per GPU with --gpus N, so that Lightning's DDP spans the job's
+GPUs and nodes; one CPU task without (CPU-only partitions). A job at its time limit saves its run and requeues itself
+(submitit signals it ahead of the limit), up to 3 times. Flags the sweep does not know are passed on to every fit.
+`report` then compares the runs.
 """
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,15 +47,43 @@ def root_of(extra):
     return "logs"
 
 
+class ResumableFit:
+    """One run as a SLURM job that survives its time limit: submitit calls `checkpoint` when it signals the job
+    ahead of the limit; the fit (which saw the signal too) saves its last.ckpt and stops, and the same command,
+    `--ckpt_path last`, is requeued to continue it. (submitit's Checkpointable protocol.)"""
+
+    def __init__(self, command):
+        self.command = command
+        self.process = None
+
+    def __call__(self):
+        self.process = subprocess.Popen(self.command)
+        if self.process.wait():
+            raise RuntimeError(f"{' '.join(self.command)}: exit code {self.process.returncode}")
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)  # it saves at its next optimizer step
+            except subprocess.TimeoutExpired:
+                pass
+        return DelayedSubmission(ResumableFit(self.command))
+
+
 def slurm_executor(args, folder):
-    """submitit's SLURM executor for one run per job: a task per GPU on each node."""
+    """submitit's SLURM executor for one run per job: a task per GPU on each node, or one CPU task without GPUs."""
     try:
         import submitit
     except ImportError:
         sys.exit('error: --slurm: submitit is not installed; expected pip install "inception-next[slurm]"')
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    parameters = dict(nodes=args.nodes, tasks_per_node=args.gpus, gpus_per_node=args.gpus,
-                      cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
+    parameters = dict(nodes=args.nodes, tasks_per_node=max(args.gpus, 1), cpus_per_task=args.cpus_per_task,
+                      timeout_min=args.timeout_min)
+    if args.gpus:
+        parameters["gpus_per_node"] = args.gpus
     if args.partition:
         parameters["slurm_partition"] = args.partition
     executor.update_parameters(**parameters)
@@ -65,15 +96,21 @@ def parse(argv):
     parser.add_argument("configs", nargs="+", type=Path, help="experiment YAMLs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--slurm", action="store_true", help="submit each run as a SLURM job (submitit)")
-    parser.add_argument("--gpus", type=int, default=1, help="with --slurm: GPUs per node, one task each")
+    parser.add_argument("--gpus", type=int, default=0, help="with --slurm: GPUs per node, one task each; 0 (the "
+                        "default): no GPU asked for, one CPU task")
     parser.add_argument("--nodes", type=int, default=1, help="with --slurm: nodes per run")
     parser.add_argument("--cpus-per-task", type=int, default=10, help="with --slurm: loader workers need them")
-    parser.add_argument("--timeout-min", type=int, default=48 * 60, help="with --slurm: each job's time limit")
+    parser.add_argument("--timeout-min", type=int, default=48 * 60, help="with --slurm: each job's time limit; a job "
+                        "that reaches it saves, requeues itself and continues")
     parser.add_argument("--partition", default=None, help="with --slurm")
     args, extra = parser.parse_known_args(argv)
     missing = [str(c) for c in args.configs if not c.is_file()]
     if missing:
         parser.exit(2, f"error: {', '.join(missing)}: no such file; expected experiment YAMLs\n")
+    for flag, least in (("gpus", 0), ("nodes", 1), ("cpus_per_task", 1), ("timeout_min", 1)):
+        if getattr(args, flag) < least:
+            parser.exit(2, f"error: --{flag.replace('_', '-')} {getattr(args, flag)}: expected an integer of at least "
+                           f"{least}\n")
     return args, extra
 
 
@@ -84,16 +121,22 @@ def main(argv=None):
     print(f"sweep: {len(args.configs)} experiment(s) x {len(args.seeds)} seed(s); "
           f"{len(runs(args.configs, args.seeds)) - len(todo)} finished, {len(todo)} to run")
     if args.slurm:
-        from submitit.helpers import CommandFunction
-
         executor = slurm_executor(args, Path(root).expanduser() / "slurm")
-        launch = ["--trainer.devices", str(args.gpus), "--trainer.num_nodes", str(args.nodes)]
+        devices = ["--trainer.devices", str(args.gpus)] if args.gpus else ["--trainer.accelerator", "cpu",
+                                                                             "--trainer.devices", "1"]
+        launch = [*devices, "--trainer.num_nodes", str(args.nodes)]
         jobs = []
         for name, config, seed in todo:
             executor.update_parameters(name=name.replace("/", "-"))
             command = fit_command(name, config, seed, [*extra, *launch])
-            jobs.append((name, executor.submit(CommandFunction(command)), command))
-            print(f"{name}: SLURM job {jobs[-1][1].job_id}")
+            try:
+                job = executor.submit(ResumableFit(command))
+            except Exception as error:  # submitit passes on sbatch's refusal as one of several kinds of error
+                reason = " ".join(str(error).split())
+                sys.exit(f"error: --slurm: sbatch refused {name} ({reason[-300:]}); expected a partition and "
+                         "resources this cluster has (--partition, --gpus, --nodes, --cpus-per-task)")
+            jobs.append((name, job, command))
+            print(f"{name}: SLURM job {job.job_id}")
         return jobs
     failed = []
     for name, config, seed in todo:

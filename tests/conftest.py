@@ -3,8 +3,13 @@ import os
 import pytest
 import torch
 
-# Two cores: keep intra-op threads from oversubscribing when pytest runs subprocesses beside us.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep intra-op threads from oversubscribing when pytest runs subprocesses beside us; with two test workers
+# (pytest-xdist, as pyproject.toml sets), one thread each, in this process and in the commands the tests start.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

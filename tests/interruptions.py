@@ -86,3 +86,15 @@ class PoisonAtStep(Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class SlowDown(Callback):
+    """Sleep `seconds` after every training batch: a run long enough for a cluster to signal it mid-training."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import time
+
+        time.sleep(self.seconds)
