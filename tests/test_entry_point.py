@@ -1,6 +1,7 @@
 """The entry point: config files and their `extends:` chains, the demo default, --help, a regular install."""
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -77,9 +78,12 @@ def test_help_lists_every_command(capsys):
 def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_path):
     """`pip install .` (not editable): the experiments ship inside the package. The wheel goes into a new
     environment that borrows this one's dependencies (torch and the rest) but not its editable install."""
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds, not into the checkout.
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "logs", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("inception_next-*.whl"))
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
