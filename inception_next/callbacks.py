@@ -104,9 +104,10 @@ class RunFolder(Callback):
 
 class LastCheckpoint(Checkpoint):
     """Write `<run>/checkpoints/last.ckpt` at the end of every epoch (after its validation) and, with
-    `every_n_train_steps`, every that many optimizer steps, so that `--ckpt_path last` loses at most that much work.
-    (Lightning's save_last only rewrites it when a new best is saved.) Saves go through
-    checkpoints.AtomicCheckpointIO, so a kill or a full disk mid-save leaves the previous last.ckpt whole."""
+    `every_n_train_steps`, every that many optimizer steps (but an epoch's last), so that `--ckpt_path last` loses at
+    most that much work; `save_now` for whoever must save at once (preemption). (Lightning's save_last only rewrites
+    it when a new best is saved.) Saves go through checkpoints.AtomicCheckpointIO, so a kill or a full disk mid-save
+    leaves the previous last.ckpt whole."""
 
     def __init__(self, every_n_train_steps=None, dirpath=None):
         self.every_n_train_steps = every_n_train_steps

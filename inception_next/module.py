@@ -110,7 +110,7 @@ class ImageClassifier(L.LightningModule):
         # and load_from_checkpoint, never need the file again.
         self.weights_from_pretrained = bool(pretrained)
         self.scheduler = None
-        self.flops_per_batch = None  # read by Lightning's ThroughputMonitor: FLOPs/s beside images/s
+        self.flops_per_batch = None  # read by callbacks.TrainingThroughput: FLOPs/s beside images/s
 
     # -- weights: the pretrained file when a command starts from it, never when a checkpoint holds them -----------
     def _start_from_pretrained(self):
