@@ -170,7 +170,9 @@ class ClassFolderDataset(Dataset):
         self.skip_unreadable = skip_unreadable
         self.samples = [(path, label) for label, name in enumerate(classes)
                         if (self.split_dir / name).is_dir() for path in list_images(self.split_dir / name)]
-        self.skipped = multiprocessing.get_context("spawn").Value("i", 0) if skip_unreadable else None
+        # The platform's own start method, as the loader's workers use: on Linux (fork) the counter's semaphore is
+        # unnamed, so no resource tracker races a job's signals over it at exit.
+        self.skipped = multiprocessing.Value("i", 0) if skip_unreadable else None
         self._warned = set()
 
     def __len__(self):
