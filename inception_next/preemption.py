@@ -71,6 +71,7 @@ class Preemption(Callback):
 
     def __init__(self):
         self.step_at_batch_start = None
+        self.at_step_end = False  # a step just ended (not an epoch's last): a save here resumes exactly
         self.saved = None  # what the save after the last step wrote, once a signal asked for it
 
     def on_train_start(self, trainer, pl_module):
@@ -81,15 +82,22 @@ class Preemption(Callback):
         if self.saved is not None:
             self._stop(trainer)
         self.step_at_batch_start = trainer.global_step
+        self.at_step_end = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         stepped = trainer.global_step != self.step_at_batch_start  # not mid-accumulation
-        epoch_ends = batch_idx + 1 >= trainer.num_training_batches
-        if stepped and not epoch_ends and trainer.strategy.reduce_boolean_decision(bool(received), all=False):
-            last = self._last(trainer)
-            if last is not None:
-                last.save_now(trainer)
-                self.saved = f"saved {last.path} at step {trainer.global_step}"
+        self.at_step_end = stepped and batch_idx + 1 < trainer.num_training_batches
+        if self.at_step_end and trainer.strategy.reduce_boolean_decision(bool(received), all=False):
+            self._save(trainer)
+
+    def on_validation_start(self, trainer, pl_module):
+        self.at_step_end = False
+
+    def _save(self, trainer):
+        last = self._last(trainer)
+        if last is not None:
+            last.save_now(trainer)
+            self.saved = f"saved {last.path} at step {trainer.global_step}"
 
     def on_train_epoch_start(self, trainer, pl_module):
         if received and trainer.world_size == 1:  # the epoch-end save, after validation, is the one to resume from
@@ -105,7 +113,9 @@ class Preemption(Callback):
         return next((cb for cb in trainer.checkpoint_callbacks if hasattr(cb, "save_now")), None)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, SIGTERMException):  # Lightning's own SIGTERM stop, at a step's end: say what we did
+        if isinstance(exception, SIGTERMException):  # Lightning's own SIGTERM stop, right after a batch
+            if self.saved is None and self.at_step_end:  # the signal came after this step's check: save it now
+                self._save(trainer)
             stopped.append(self._preempted(trainer))
 
     def _stop(self, trainer):
