@@ -164,6 +164,13 @@ class SaveFitConfig(SaveConfigCallback):
                 logger.log_hyperparams(flat(config))
 
 
+def configured_loggers(settings):
+    """The loggers a command's config names by class (`--trainer.logger <class>`, one or a list); not the default."""
+    configured = settings.trainer.logger
+    return [logger for logger in (configured if isinstance(configured, list) else [configured])
+            if hasattr(logger, "class_path")]
+
+
 class InceptionNeXtCLI(LightningCLI):
     def init_parser(self, **kwargs):
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={L.__version__}"])
@@ -276,10 +283,7 @@ class InceptionNeXtCLI(LightningCLI):
         if recorded is None or not recorded.is_file():
             return
         identities = json.loads(recorded.read_text())
-        configured = settings.trainer.logger
-        for logger in configured if isinstance(configured, list) else [configured]:
-            if not hasattr(logger, "class_path"):
-                continue
+        for logger in configured_loggers(settings):
             identity = identities.get(logger.class_path.rsplit(".", 1)[-1], {})
             for key, value in identity.items():
                 if logger.init_args.get(key) is None:
@@ -311,10 +315,8 @@ class InceptionNeXtCLI(LightningCLI):
     def _logger_error(settings, error):
         """A configured logger that fails as it is built (its store refused, its package missing) as one line naming
         it and the logger's own reason, or None when the error is not a logger's."""
-        configured = settings.trainer.logger
-        names = [logger.class_path for logger in (configured if isinstance(configured, list) else [configured])
-                 if hasattr(logger, "class_path")]
-        failed = next((name for name in names if name in str(error)), None)
+        failed = next((logger.class_path for logger in configured_loggers(settings)
+                       if logger.class_path in str(error)), None)
         if failed is None:
             return None
         cause = error
