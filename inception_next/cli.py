@@ -1,6 +1,6 @@
 """`python -m inception_next {fit,validate,test,predict}`: LightningCLI over ImageClassifier and
-ImageFolderDataModule, with the experiment YAMLs that ship in inception_next/experiments/; and
-`python -m inception_next {benchmark,benchmark-data}`.
+ImageNetDataModule, with the experiment YAMLs that ship in inception_next/experiments/; and
+the other commands of OTHER_COMMANDS (`python -m inception_next {benchmark,benchmark-data,prepare,...}`).
 
 Experiment files build on each other: a file may start with `extends: other.yaml` (relative to itself) and then
 state only what differs. `-c/--config FILE` applies the chain base first, each file as jsonargparse reads any config
@@ -34,7 +34,7 @@ from .callbacks import (LOGGER_IDENTITIES, FirstBatchImages, HParamsWithMetrics,
                         LoggerError, RunFolder, TopKCSVWriter, TrainingThroughput, UnreadableFilesReport, where_to_look)
 from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
                           remove_partial_saves)
-from .data import DatasetError, ImageFolderDataModule
+from .data import DatasetError, ImageNetDataModule
 from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
 from .module import DivergenceError, ImageClassifier, RecipeError
 from . import preemption
@@ -46,6 +46,7 @@ DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
 OTHER_COMMANDS = {  # name: (module, what it does)
     "benchmark": ("benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
     "benchmark-data": ("data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
+    "prepare": ("data.prepare", "ImageNet as downloaded (archives, Kaggle, parquet, WebDataset) into class folders"),
     "export": ("export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
     "sweep": ("sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
     "report": ("report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
@@ -231,7 +232,7 @@ class InceptionNeXtCLI(LightningCLI):
         if settings.ckpt_path:
             checkpoint = torch.load(settings.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
             trained_on = checkpoint.get("datamodule_hyper_parameters", {})
-            classes = checkpoint.get(ImageFolderDataModule.__qualname__, {}).get("classes")
+            classes = checkpoint.get(ImageNetDataModule.__qualname__, {}).get("classes")
         elif settings.model.pretrained and data.root is None and data.classes is None:
             variant = get_variant(settings.model.backbone)
             with torch.device("meta"):
@@ -450,6 +451,15 @@ def quiet_third_party_noise():
         logging.getLogger(name).addFilter(_DropLightningTip())
 
 
+def own_message(error):
+    """An error raised in a loader worker comes back wrapped in the worker's traceback; its own message is the
+    traceback's last line, after the error's name."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    return text.splitlines()[-1].split(": ", 1)[-1]
+
+
 def main(args=None):
     args = list(sys.argv[1:] if args is None else args)
     quiet_third_party_noise()
@@ -460,7 +470,7 @@ def main(args=None):
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         with catch_job_signals():  # from the start: a cluster may signal a job before it trains
-            InceptionNeXtCLI(ImageClassifier, ImageFolderDataModule, trainer_class=Trainer,
+            InceptionNeXtCLI(ImageClassifier, ImageNetDataModule, trainer_class=Trainer,
                              save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
                              auto_configure_optimizers=False,
                              parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
@@ -476,7 +486,10 @@ def main(args=None):
             print(f"error: not requeued ({refused}): run the same command again (--ckpt_path last) to continue",
                   file=sys.stderr)
         sys.exit(stop.exit_code)
-    except (ConfigError, DatasetError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
+    except DatasetError as error:
+        print(f"error: {own_message(error)}", file=sys.stderr)
+        sys.exit(1)
+    except (ConfigError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
             ModelConfigError, LoggerError, MisconfigurationException) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -1,17 +1,23 @@
-"""`python -m inception_next benchmark-data`: decode + augment images/s of one loader worker, for the train and the
-eval transforms, through our dataset beside a bare `PIL.Image.open(...).convert("RGB")` + timm `create_transform`
-built with the same arguments, on the same files. The difference is what our dataset code (mode handling,
-unreadable-file skipping, per-sample augmentation seeds) costs on top of the work PIL and timm do anyway.
+"""`python -m inception_next benchmark-data`: read + decode + augment images/s of one loader worker, for the train
+and the eval transforms, through our dataset (any layout) beside bare timm: `PIL.Image.open(...).convert("RGB")` and
+timm's `create_transform` built with the same arguments, on the same images already in memory. The difference is
+what reading the layout and our dataset code (mode handling, unreadable-sample skipping, per-sample augmentation
+seeds) cost on top of the work PIL and timm do anyway.
 
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
     python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
+    python -m inception_next benchmark-data --layouts --img-size 224   # photo-sized JPEGs in every layout
 
-Each pipeline runs in one DataLoader worker process (one thread), as in training; rounds alternate between the two
-so that a noisy machine slows both alike, and the median round is reported.
+The measured worker gets what worker 1 of `--loader-workers` gets in training: every that-many-th batch of the
+epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline runs in one
+DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows all alike,
+and the median round is reported.
 """
 
 import argparse
+import io
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +26,10 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset
 
-from .data import ClassFolderDataset, DatasetError, ImageFolderDataModule, ResumableSampler
+from .data import DatasetError, ImageNetDataModule, LabelledImages, ResumableSampler, demo
+from .data.prepare import prepare
+
+LAYOUTS = ("folders", "parquet", "webdataset")
 
 
 def bare_timm_transform(data, train):
@@ -35,70 +44,115 @@ def bare_timm_transform(data, train):
                             **common)
 
 
-class BareFiles(Dataset):
-    """The reference: open, convert, transform; nothing else."""
+class BareImages(Dataset):
+    """The reference: open, convert, transform encoded images held in memory; nothing else."""
 
-    def __init__(self, paths, transform):
-        self.paths, self.transform = paths, transform
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, index):
-        with Image.open(self.paths[index]) as image:
+        with Image.open(io.BytesIO(self.images[index])) as image:
             return self.transform(image.convert("RGB"))
 
 
-def _images_per_second(dataset, indices):
-    """Through one worker process, one sample at a time; the worker's start-up is left out of the timing."""
-    loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=1, prefetch_factor=4)
-    items = iter(loader)
-    next(items)
+def _images_per_second(dataset, indices, batch_size):
+    """Through one worker process, in batches; the worker's start-up and first batch are left out of the timing."""
+    batch_size = max(1, min(batch_size, len(indices) // 2))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=1, prefetch_factor=4)
+    batches = iter(loader)
+    next(batches)
     start = time.perf_counter()
-    count = sum(1 for _ in items)
+    count = sum(len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch) for batch in batches)
     return count / (time.perf_counter() - start)
 
 
-def measure(data, split, images, rounds):
-    """Median images/s over `rounds` of (ours, bare) on `images` files of `split`, in training's order."""
+def worker_share(sampler, batch_size, workers, images):
+    """The (index, seed) pairs worker 1 of `workers` loads: batches 0, workers, 2 x workers, ... of the order."""
+    order = list(sampler)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][::workers]
+    return [pair for batch in batches for pair in batch][:images + batch_size]
+
+
+def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
+    """Median images/s over `rounds` of (ours, bare) on about `images` samples of `split`, in training's order;
+    `others`: more data modules (other layouts of the same images) measured in the same rounds."""
     train = split == "train"
-    ours = ClassFolderDataset(data.root / split, data.classes,
-                              data.train_transform() if train else data.eval_transform(), skip_unreadable=train)
-    order = list(ResumableSampler(len(ours), seed=0, shuffle=train))[:images + 1]  # (index, augmentation seed)
-    bare = BareFiles([ours.samples[index][0] for index, _ in order], bare_timm_transform(data, train))
-    timings = [(_images_per_second(ours, order), _images_per_second(bare, list(range(len(order)))))
+    rows = []
+    for module in (data, *others):
+        ours = LabelledImages(module.reader(split), module.train_transform() if train else module.eval_transform(),
+                              skip_unreadable=train)
+        order = ResumableSampler(len(ours), seed=0, shuffle=train, blocks=ours.reader.blocks,
+                                 window=module.hparams.shuffle_window)
+        share = worker_share(order, batch_size, workers if train else 1, images)
+        bare = BareImages([ours.reader.read(index) for index, _ in share], bare_timm_transform(module, train))
+        rows.append((module, ours, share, bare))
+    timings = [[(_images_per_second(ours, share, batch_size),
+                 _images_per_second(bare, list(range(len(share))), batch_size)) for _, ours, share, bare in rows]
                for _ in range(rounds)]
-    ours_speed = statistics.median(t[0] for t in timings)
-    bare_speed = statistics.median(t[1] for t in timings)
-    return dict(transform=split if train else "eval", images=images, ours_img_s=round(ours_speed, 1),
-                bare_timm_img_s=round(bare_speed, 1), overhead_pct=round(100 * (bare_speed / ours_speed - 1), 1))
+    results = []
+    for column, (module, *_) in enumerate(rows):
+        ours_speed = statistics.median(t[column][0] for t in timings)
+        bare_speed = statistics.median(t[column][1] for t in timings)
+        results.append(dict(layout=module.source.NAME if not module.demo else "folders",
+                            transform=split if train else "eval", images=len(rows[column][2]),
+                            ours_img_s=round(ours_speed, 1),
+                            bare_timm_img_s=round(bare_speed, 1),
+                            overhead_pct=round(100 * (bare_speed / ours_speed - 1), 1)))
+    return results
 
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m inception_next benchmark-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=None, help="class-folder dataset; default: the generated demo dataset")
+    parser.add_argument("--root", default=None, help="a dataset in any layout; default: the generated demo dataset")
+    parser.add_argument("--layouts", action="store_true",
+                        help="write photo-sized JPEGs (about 110 KB, 500 x 375) in each layout and compare them")
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="the paper's RandAugment")
-    parser.add_argument("--images", type=int, default=500, help="files per round")
+    parser.add_argument("--images", type=int, default=500, help="images per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--loader-workers", type=int, default=8, help="the training loader's workers, which share "
+                        "an epoch's batches (the measured one takes every that-many-th)")
     return parser.parse_args(argv)
+
+
+def layouts_of_photographs(count, folder):
+    """`count` photograph-like JPEGs a split in class folders, and the same files as parquet and WebDataset."""
+    folders = demo.write_photographs(folder / "folders", count)
+    for layout in LAYOUTS[1:]:
+        prepare(folders, folder / layout, to=layout, shard_size=max(1, count // 4))
+    return {layout: folder / layout for layout in LAYOUTS}
 
 
 def main(argv=None):
     args = parse(argv)
-    if args.root is not None and not Path(args.root).expanduser().is_dir():
-        raise SystemExit(f"error: --root {args.root}: no such folder; expected a class-folder dataset "
-                         "(root/train/<class>/*)")
-    data = ImageFolderDataModule(root=args.root, img_size=args.img_size, auto_augment=args.auto_augment)
-    try:
-        data.prepare_data()
-        data.classes  # checks the layout: one clear line on a bad root
-    except DatasetError as error:
-        raise SystemExit(f"error: {error}") from None
-    print(f"{data.root}: {args.img_size} px, {args.images} images x {args.rounds} rounds, one worker process each, "
-          f"torch {torch.__version__}")
-    rows = [measure(data, split, args.images, args.rounds) for split in ("train", "val")]
+    if args.root is not None and not Path(args.root).expanduser().exists():
+        raise SystemExit(f"error: --root {args.root}: no such folder; expected a dataset in any layout the data "
+                         "module reads")
+    settings = dict(img_size=args.img_size, auto_augment=args.auto_augment, batch_size=args.batch_size, seed=0)
+    with tempfile.TemporaryDirectory(prefix="benchmark-data-") as scratch:
+        try:
+            if args.layouts:
+                count = args.images * args.loader_workers + args.batch_size * args.loader_workers
+                roots = layouts_of_photographs(count, Path(scratch))
+                modules = [ImageNetDataModule(root=str(root), **settings) for root in roots.values()]
+            else:
+                modules = [ImageNetDataModule(root=args.root, **settings)]
+            for module in modules:
+                module.prepare_data()
+                module.classes  # checks the layout: one clear line on a bad root
+        except DatasetError as error:
+            raise SystemExit(f"error: {error}") from None
+        print(f"{', '.join(str(m.root) for m in modules)}: {args.img_size} px, about {args.images} images x "
+              f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers} in training), "
+              f"torch {torch.__version__}")
+        rows = [row for split in ("train", "val") for row in measure(modules[0], split, args.images, args.rounds,
+                                                                     args.batch_size, args.loader_workers,
+                                                                     others=modules[1:])]
     columns = list(rows[0])
     print("  ".join(f"{c:>15}" for c in columns))
     for row in rows:

@@ -33,9 +33,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from . import data_benchmark, demo_data
+from . import data_benchmark
+from .data import ImageNetDataModule, demo
 from .speed import build, measure, paper_a100
-from .data import ImageFolderDataModule
 from .module import ImageClassifier
 
 
@@ -237,10 +237,10 @@ def numerics(p, device, name):
 def data_supply(p, photos_root):
     """Images/s of one loader worker through our dataset, the paper's training transform, on photograph-sized
     JPEGs."""
-    root = Path(photos_root) if photos_root else demo_data.write_photographs(
+    root = Path(photos_root) if photos_root else demo.write_photographs(
         Path(tempfile.mkdtemp(prefix="photos-")), p.photos)
-    data = ImageFolderDataModule(root=str(root), img_size=p.data_img_size)
-    row = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1)
+    data = ImageNetDataModule(root=str(root), img_size=p.data_img_size)
+    row, = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1, workers=1)
     files = sorted((root / "train").rglob("*.JPEG"))
     row["mean_file_kb"] = sum(f.stat().st_size for f in files) / len(files) / 1024
     return row

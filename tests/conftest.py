@@ -20,7 +20,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """Three classes of the demo's shapes, 8 train and 4 val images each, 40 px: a real class-folder dataset."""
-    from inception_next import demo_data
+    from inception_next.data import demo as demo_data
 
     root = tmp_path_factory.mktemp("data") / "tiny"
     return demo_data.generate(root, classes=demo_data.CLASSES[:3], train_per_class=8, val_per_class=4, image_size=40)

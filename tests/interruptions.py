@@ -2,6 +2,7 @@
 `--trainer.callbacks+=interruptions.<Name>`. The tests put this folder on PYTHONPATH for their subprocesses."""
 
 import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -28,6 +29,16 @@ class RecordBatches(Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         with open(self.path, "a") as handle:
             handle.write(f"{trainer.current_epoch} {batch_idx} {digest} {lr!r}\n")
+
+
+class RecordMetrics(Callback):
+    """Write the metrics the Trainer holds at the end of each validation to `path`, as JSON."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, pl_module):
+        self.path.write_text(json.dumps({key: float(value) for key, value in trainer.callback_metrics.items()}))
 
 
 class RecordLR(Callback):

@@ -48,10 +48,22 @@ def test_unknown_model_is_one_clear_error():
 def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
     from inception_next.data_benchmark import main as benchmark_data
 
-    rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1"])
+    rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1",
+                           "--batch-size", "2", "--loader-workers", "2"])
     assert [r["transform"] for r in rows] == ["train", "eval"]
-    assert all(r["images"] == 4 and r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
+    assert [r["images"] for r in rows] == [6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
+    assert all(r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
     assert "bare_timm_img_s" in capsys.readouterr().out
+
+
+def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
+    from inception_next.data_benchmark import main as benchmark_data
+
+    rows = benchmark_data(["--layouts", "--img-size", "32", "--images", "4", "--rounds", "1", "--batch-size", "2",
+                           "--loader-workers", "2"])
+    assert [(r["layout"], r["transform"]) for r in rows] == [(layout, transform) for transform in ("train", "eval")
+                                                             for layout in ("folders", "parquet", "webdataset")]
+    assert all(r["ours_img_s"] > 0 for r in rows)
 
 
 def test_data_benchmark_names_a_bad_root(tmp_path):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from inception_next import demo_data
-from inception_next.data import (ClassFolderDataset, DatasetError, ImageFolderDataModule, UnreadableImageError,
+from inception_next.data import demo as demo_data
+from inception_next.data.readers import folders
+from inception_next.data import (LabelledImages, DatasetError, ImageNetDataModule, UnreadableImageError,
                                  imagenet_class_names, load_rgb)
 
 
@@ -18,7 +19,7 @@ def copy_dataset(source, destination):
 
 
 def test_classes_and_names_come_from_the_folders(tiny_dataset):
-    data = ImageFolderDataModule(root=str(tiny_dataset))
+    data = ImageNetDataModule(root=str(tiny_dataset))
     assert data.classes == ["circle", "square", "triangle"]
     assert data.num_classes == 3
     assert data.class_names == ["circle", "square", "triangle"]
@@ -30,7 +31,7 @@ def test_imagenet_folders_get_human_readable_names():
 
 
 def test_transforms_follow_the_paper():
-    data = ImageFolderDataModule(img_size=224)
+    data = ImageNetDataModule(img_size=224)
     train = repr(data.train_transform())
     assert "RandomResizedCropAndInterpolation(size=(224, 224), scale=(0.08, 1.0)" in train
     assert "interpolation=bilinear bicubic" in train and "RandomHorizontalFlip(p=0.5)" in train  # random, per image
@@ -38,7 +39,7 @@ def test_transforms_follow_the_paper():
     assert "RandomErasing(p=0.25, mode=pixel" in train
     evaluation = repr(data.eval_transform())
     assert "Resize(size=256, interpolation=bicubic" in evaluation and "CenterCrop(size=(224, 224))" in evaluation
-    at_384 = repr(ImageFolderDataModule(img_size=384).eval_transform())
+    at_384 = repr(ImageNetDataModule(img_size=384).eval_transform())
     assert "Resize(size=384" in at_384 and "CenterCrop(size=(384, 384))" in at_384
 
 
@@ -51,7 +52,7 @@ def test_randaugment_survives_its_strongest_posterize():
 
 
 def test_loaders_batch_per_device_and_drop_the_last_training_batch(tiny_dataset):
-    data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32, batch_size=5, num_workers=0)
+    data = ImageNetDataModule(root=str(tiny_dataset), img_size=32, batch_size=5, num_workers=0)
     data.setup("fit")
     train, val = data.train_dataloader(), data.val_dataloader()
     assert train.drop_last and not val.drop_last
@@ -110,23 +111,25 @@ def test_interrupted_generation_leaves_nothing_that_passes_for_a_dataset(tmp_pat
 
 
 @pytest.mark.parametrize("break_it, message", [
-    (lambda root: shutil.rmtree(root), "no such folder.*--data.root.*demo.yaml"),
-    (lambda root: shutil.rmtree(root / "val"), "no val/ folder"),
-    (lambda root: shutil.rmtree(root / "train"), "no train/ folder"),
+    (lambda root: shutil.rmtree(root), "data.root .*: no such folder; expected ImageNet as one of: .*demo.yaml"),
+    (lambda root: shutil.rmtree(root / "val"), "no validation split in class folders"),
+    (lambda root: shutil.rmtree(root / "train"), "no training split in class folders"),
     (lambda root: [shutil.rmtree(p) for p in (root / "train").iterdir()],
      r"train: 0 class folder\(s\) \[\]; expected at least 2"),
     (lambda root: [p.unlink() for p in (root / "train" / "square").iterdir()], "without images: square"),
-    (lambda root: (root / "val" / "hexagon").mkdir(), "classes absent from train/: hexagon"),
+    (lambda root: (root / "val" / "hexagon").mkdir(), "val: classes the model does not know: hexagon"),
 ])
 def test_bad_layouts_get_one_clear_error_before_training(tiny_dataset, tmp_path, break_it, message):
     root = copy_dataset(tiny_dataset, tmp_path / "copy")
     break_it(root)
+    data = ImageNetDataModule(root=str(root))
     with pytest.raises(DatasetError, match=message):
-        ImageFolderDataModule(root=str(root)).num_classes
+        data.num_classes
+        data.setup("fit")
 
 
 def test_too_few_images_for_one_batch_is_named(tiny_dataset):
-    data = ImageFolderDataModule(root=str(tiny_dataset), batch_size=64, num_workers=0)
+    data = ImageNetDataModule(root=str(tiny_dataset), batch_size=64, num_workers=0)
     with pytest.raises(DatasetError, match="fewer than one batch of 64"):
         data.setup("fit")
 
@@ -164,7 +167,7 @@ def unreadable_files(folder):
 def test_unreadable_training_files_are_skipped_named_once_and_counted(tiny_dataset, tmp_path):
     root = copy_dataset(tiny_dataset, tmp_path / "copy")
     names = unreadable_files(root / "train" / "circle")
-    data = ImageFolderDataModule(root=str(root), img_size=32, batch_size=9, num_workers=0)
+    data = ImageNetDataModule(root=str(root), img_size=32, batch_size=9, num_workers=0)
     data.setup("fit")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -179,7 +182,7 @@ def test_unreadable_training_files_are_skipped_named_once_and_counted(tiny_datas
 def test_unreadable_files_are_counted_across_loader_workers(tiny_dataset, tmp_path):
     root = copy_dataset(tiny_dataset, tmp_path / "copy")
     unreadable_files(root / "train" / "square")
-    data = ImageFolderDataModule(root=str(root), img_size=32, batch_size=9, num_workers=2, persistent_workers=False)
+    data = ImageNetDataModule(root=str(root), img_size=32, batch_size=9, num_workers=2, persistent_workers=False)
     data.setup("fit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -190,7 +193,7 @@ def test_unreadable_files_are_counted_across_loader_workers(tiny_dataset, tmp_pa
 def test_validation_refuses_unreadable_files_before_training(tiny_dataset, tmp_path):
     root = copy_dataset(tiny_dataset, tmp_path / "copy")
     (root / "val" / "circle" / "empty.JPEG").write_bytes(b"")
-    data = ImageFolderDataModule(root=str(root), batch_size=4, num_workers=0)
+    data = ImageNetDataModule(root=str(root), batch_size=4, num_workers=0)
     with pytest.raises(DatasetError, match=r"1 unreadable file.*biasing the metric.*empty.JPEG"):
         data.setup("fit")
 
@@ -198,15 +201,15 @@ def test_validation_refuses_unreadable_files_before_training(tiny_dataset, tmp_p
 def test_a_validation_file_that_fails_to_decode_is_named(tiny_dataset, tmp_path):
     root = copy_dataset(tiny_dataset, tmp_path / "copy")
     unreadable_files(root / "train" / "circle")
-    dataset = ClassFolderDataset(root / "train", ["circle"])
-    index = [p.name for p, _ in dataset.samples].index("truncated.JPEG")
+    dataset = LabelledImages(folders.class_folders(root / "train", ["circle", "square", "triangle"]))
+    index = [p.name for p in dataset.reader.files].index("truncated.JPEG")
     with pytest.raises(UnreadableImageError, match="truncated.JPEG"):
         dataset[index]
 
 
 def test_predict_yields_each_file_path_with_its_tensor(tmp_path):
     odd_images(tmp_path / "inbox" / "nested")
-    data = ImageFolderDataModule(img_size=32, batch_size=4, num_workers=0, predict_root=str(tmp_path / "inbox"))
+    data = ImageNetDataModule(img_size=32, batch_size=4, num_workers=0, predict_root=str(tmp_path / "inbox"))
     data.setup("predict")
     batches = list(data.predict_dataloader())
     paths = [p for _, batch_paths in batches for p in batch_paths]
@@ -215,6 +218,6 @@ def test_predict_yields_each_file_path_with_its_tensor(tmp_path):
 
 
 def test_missing_predict_folder_is_named(tmp_path):
-    data = ImageFolderDataModule(predict_root=str(tmp_path / "absent"))
+    data = ImageNetDataModule(predict_root=str(tmp_path / "absent"))
     with pytest.raises(DatasetError, match="data.predict_root .*absent: no such folder"):
         data.setup("predict")

@@ -20,6 +20,8 @@ def test_a_plain_trainer_under_ddp_trains_each_sample_once(tiny_dataset, tmp_pat
     ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == 12  # 24 training images, 2 ranks
     assert sorted(ranks[0] + ranks[1]) == list(range(24))  # every image once, none on both ranks
+    validated = [int(i) for r in range(2) for i in (tmp_path / f"rank{r}_val.txt").read_text().split()]
+    assert sorted(validated) == list(range(12))  # each validation image exactly once
 
 
 def test_predict_under_ddp_writes_one_file_with_each_image_once(tiny_dataset, tmp_path):

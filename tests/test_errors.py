@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from inception_next import demo_data
+from inception_next.data import demo as demo_data
 from inception_next.cli import EXPERIMENTS, main
 
 

@@ -9,7 +9,7 @@ from interruptions import RecordLR
 
 from inception_next import recipes
 from inception_next.cli import EXPERIMENTS
-from inception_next.data import ImageFolderDataModule
+from inception_next.data import ImageNetDataModule
 from inception_next.module import ImageClassifier
 
 DOCS = Path(__file__).parent.parent / "docs" / "recipes.md"
@@ -67,7 +67,7 @@ def fit_one_batch_epochs(config, tiny_dataset, tmp_path):
                              backbone_args=dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
                              batch_size=config["global_batch_size"] or config["data"]["batch_size"],
                              **{name: model[name] for name in SCHEDULE})
-    data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32, batch_size=2, num_workers=0)
+    data = ImageNetDataModule(root=str(tiny_dataset), img_size=32, batch_size=2, num_workers=0)
     record = RecordLR()
     trainer = L.Trainer(max_epochs=epochs, limit_train_batches=1, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from inception_next.checkpoints import PARTIAL_SUFFIX, check_checkpoint
 from inception_next.cli import EXPERIMENTS, main
-from inception_next.data import ClassFolderDataset, ImageFolderDataModule, ResumableSampler
+from inception_next.data.readers import folders
+from inception_next.data import LabelledImages, ImageNetDataModule, ResumableSampler
 from inception_next.module import ImageClassifier
 from test_recipes import official_lr
 from test_training import per_step_lr
@@ -69,8 +70,8 @@ def test_ranks_split_an_epoch_without_overlap():
 
 
 def test_augmentation_depends_on_the_sample_seed_only(tiny_dataset):
-    data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32)
-    dataset = ClassFolderDataset(tiny_dataset / "train", data.classes, data.train_transform())
+    data = ImageNetDataModule(root=str(tiny_dataset), img_size=32)
+    dataset = LabelledImages(folders.class_folders(tiny_dataset / "train", data.classes), data.train_transform())
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
@@ -373,7 +374,7 @@ def test_two_ddp_processes_validate_like_one_process_on_their_checkpoint(tiny_da
     checkpoint = tmp_path / "logs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 6  # 24 images / (2 x 2 ranks)
     model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
-    data = ImageFolderDataModule(root=str(tiny_dataset), img_size=32, batch_size=2, num_workers=0)
+    data = ImageNetDataModule(root=str(tiny_dataset), img_size=32, batch_size=2, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         use_distributed_sampler=False)
     alone = trainer.validate(model, datamodule=data, verbose=False)[0]

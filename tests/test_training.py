@@ -11,7 +11,7 @@ import yaml
 from interruptions import RecordLR
 
 from inception_next.cli import EXPERIMENTS, main
-from inception_next.data import ImageFolderDataModule
+from inception_next.data import ImageNetDataModule
 from inception_next.module import ImageClassifier, parameter_groups
 from inception_next.runs import scalars
 
@@ -71,7 +71,7 @@ def tiny_module(**kwargs):
 
 
 def tiny_data(dataset, **kwargs):
-    return ImageFolderDataModule(**{**dict(root=str(dataset), img_size=32, batch_size=4, num_workers=0), **kwargs})
+    return ImageNetDataModule(**{**dict(root=str(dataset), img_size=32, batch_size=4, num_workers=0), **kwargs})
 
 
 def test_lr_follows_the_schedule_every_optimizer_step(tiny_dataset, tmp_path):

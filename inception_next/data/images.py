@@ -1,0 +1,50 @@
+"""Decoding: every layout hands its image as bytes to `decode`, so an image means the same pixels wherever it came
+from. The errors the data code raises live here too."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    """A dataset or data setting that is not as expected; the message names it and what was expected."""
+
+
+class UnreadableImageError(DatasetError):
+    pass
+
+
+def is_image_file(path):
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode(data, name):
+    """Decode image bytes to 8-bit RGB, whatever the mode (grayscale, CMYK, palette with transparency, 16-bit) and
+    whatever the name's extension says (ImageNet ships a PNG named .JPEG): `name` is only for the error."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit integer) grayscale: keep the top byte rather than clip at 255.
+                shift = 8 if image.mode.startswith("I;16") else 24
+                image = Image.fromarray((np.asarray(image).astype(np.uint32) >> shift).astype(np.uint8))
+            elif image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise UnreadableImageError(f"{name}: unreadable image (not a format PIL recognises)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UnreadableImageError(f"{name}: unreadable image ({error})") from None
+
+
+def load_rgb(path):
+    """An image file decoded to 8-bit RGB (see `decode`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UnreadableImageError(f"{path}: unreadable image ({error.strerror})") from None
+    return decode(data, path)

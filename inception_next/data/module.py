@@ -1,0 +1,257 @@
+"""ImageNet-1K, in any of the layouts its sources ship (see `readers`), or your own dataset in one of them, as a
+LightningDataModule. With `root: null` it trains on the generated demo dataset (`demo`), through the same code.
+
+Every layout goes through the same decode, the same timm transforms and the same per-sample seeded augmentation,
+and labels index the classes in sorted-wnid order, so a recipe means the same thing whichever copy of ImageNet a
+user holds. A command reads only the split it needs: validate and test run on the validation split alone.
+
+Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
+image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
+Validation and test do not skip: leaving an image out would silently change the metric's denominator. Before any
+training starts, every validation file's header is read (shards are checked whole when indexed), so empty or
+non-image files stop the run at once with their names; an image that fails to decode later stops validation with an
+error naming it.
+"""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
+from torch.utils.data import DataLoader
+
+from ..preemption import ignore_job_signals
+from . import demo, readers
+from .datasets import LabelledImages, UnlabelledImages
+from .images import IMAGE_EXTENSIONS, DatasetError
+from .sampler import ResumableSampler
+
+SPLIT_NAMES = {"train": "training", "val": "validation"}
+
+
+def imagenet_class_names(folder_names):
+    """Human-readable names when the classes are ImageNet-1K's synsets, the names themselves otherwise."""
+    info = ImageNetInfo()
+    synsets = set(info.label_names())
+    if folder_names and all(name in synsets for name in folder_names):
+        return [info.label_name_to_description(name) for name in folder_names]
+    return list(folder_names)
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ImageNet-1K, or your own dataset in one of its layouts.
+
+    Args:
+        root: the dataset, in any layout of `readers` (class folders, Kaggle's download, Hugging Face parquet,
+            WebDataset shards); null for the generated demo dataset.
+        format: the layout's name (folders, kaggle, parquet, webdataset); default: recognised from what is there.
+        img_size: training and evaluation resolution.
+        crop_pct: evaluation resizes to img_size / crop_pct, then centre-crops; default 0.875, or 1.0 from 384 px.
+        batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
+        auto_augment, color_jitter, reprob, remode, scale, hflip, train_interpolation: timm's training transform
+            ("random": bilinear or bicubic per image, as the official runs).
+        interpolation: the evaluation resize's.
+        predict_root: folder of unlabelled images for `predict`.
+        classes: the class names in label order; default: the layout's (class folders' names; ImageNet-1K's wnids for
+            shards, whose labels are indices). The CLI sets the checkpoint's when it evaluates one, so its labels keep
+            their meaning without the training data.
+        shuffle_window: samples shuffled together in sources read in blocks (parquet row groups, see
+            ResumableSampler); each loader worker holds about twice this many encoded images.
+        seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
+
+    Under DDP the module shards the data itself (see ResumableSampler), so the Trainer runs with
+    `use_distributed_sampler=False` (the CLI sets it). Its state in a checkpoint records how far into the epoch
+    training got, so a run resumed mid-epoch continues with the next batch of the same order.
+    """
+
+    def __init__(self, root: str | None = None, format: str | None = None, img_size: int = 224,
+                 crop_pct: float | None = None,
+                 batch_size: int = 128, num_workers: int = 8, pin_memory: bool = True,
+                 persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+                 color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
+                 scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, train_interpolation: str = "random",
+                 interpolation: str = "bicubic",
+                 predict_root: str | None = None, seed: int | None = None, classes: list[str] | None = None,
+                 shuffle_window: int = 1024):
+        super().__init__()
+        self.save_hyperparameters()
+        for name, least in (("img_size", 1), ("batch_size", 1), ("num_workers", 0), ("shuffle_window", 1)):
+            value = self.hparams[name]
+            if not isinstance(value, int) or value < least:
+                raise DatasetError(f"data.{name} {value}: expected an integer of at least {least}")
+        if crop_pct is not None and not 0 < crop_pct <= 1:
+            raise DatasetError(f"data.crop_pct {crop_pct}: expected a fraction in (0, 1]")
+        if format is not None and format not in readers.READABLE:
+            raise DatasetError(f"data.format {format!r}: expected one of {', '.join(readers.READABLE)} (the official "
+                               "archives go through `python -m inception_next prepare` first)")
+        self.demo = root is None
+        self.root = demo.default_root() if self.demo else Path(root).expanduser()
+        self.img_size = img_size
+        self.crop_pct = crop_pct if crop_pct is not None else (1.0 if img_size >= 384 else 0.875)
+        self.batch_size = batch_size
+        self._classes = self._source = None
+        self.train_set = self.val_set = self.predict_set = None
+        self.seed = seed
+        self.train_sampler = None
+        self._resume_at = None
+
+    # -- the source and its classes: known before setup, so the CLI can hand num_classes to the model ------------
+    @property
+    def source(self):
+        """The module reading root's layout (see `readers`)."""
+        if self._source is None:
+            self._source = readers.find_source(self.root, self.hparams.format)
+            if self._source.NAME not in readers.READABLE:
+                raise DatasetError(f"data.root {self.root}: {self._source.LAYOUT}, which are read once into class "
+                                   f"folders: python -m inception_next prepare {self.root} /path/to/imagenet")
+        return self._source
+
+    @property
+    def classes(self):
+        """The class names (ImageNet's wnids, or folder names), in label order."""
+        if self._classes is None:
+            if self.hparams.classes is not None:
+                self._classes = list(self.hparams.classes)
+            elif self.demo:
+                self._classes = list(demo.CLASSES)
+            else:
+                self._classes = self.source.classes(self.root)
+        return self._classes
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def class_names(self):
+        return imagenet_class_names(self.classes)
+
+    # -- transforms -----------------------------------------------------------------------------------------------
+    def train_transform(self):
+        h = self.hparams
+        return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
+                                color_jitter=h.color_jitter, auto_augment=h.auto_augment, re_prob=h.reprob,
+                                re_mode=h.remode, interpolation=h.train_interpolation, mean=IMAGENET_DEFAULT_MEAN,
+                                std=IMAGENET_DEFAULT_STD)
+
+    def eval_transform(self):
+        return create_transform(self.img_size, is_training=False, interpolation=self.hparams.interpolation,
+                                crop_pct=self.crop_pct, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+    def prepare_data(self):
+        predicting = self.trainer is not None and self.trainer.state.fn == "predict"
+        if self.demo and not predicting:
+            demo.ensure(self.root)
+
+    def setup(self, stage=None):
+        if stage == "predict":
+            root = self.hparams.predict_root
+            if not root:
+                raise DatasetError("data.predict_root is not set: expected a folder of images to predict "
+                                   "(--data.predict_root my_images/)")
+            if not Path(root).expanduser().is_dir():
+                raise DatasetError(f"data.predict_root {root}: no such folder; expected a folder of images to predict")
+            self.predict_set = UnlabelledImages(Path(root).expanduser(), self.eval_transform())
+            if not len(self.predict_set):
+                raise DatasetError(f"data.predict_root {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            return
+        if stage == "fit" and self.train_set is None:
+            self.train_set = LabelledImages(self.reader("train"), self.train_transform(), skip_unreadable=True)
+        if self.val_set is None:
+            self.val_set = LabelledImages(self.reader("val"), self.eval_transform())
+            self.val_set.reader.check_readable()
+        if stage == "fit" and len(self.train_set) < self.batch_size:
+            raise DatasetError(f"{self.train_set.reader.source}: {len(self.train_set)} images, fewer than one batch "
+                               f"of {self.batch_size}; expected at least data.batch_size images")
+
+    def reader(self, split):
+        """The reader of root's `split` ("train" or "val"), its labels indexing the classes."""
+        source = self.source
+        if split not in source.splits(self.root):
+            raise DatasetError(f"data.root {self.root}: no {SPLIT_NAMES[split]} split in {source.LAYOUT}")
+        reader = source.open_split(self.root, split, self.classes)
+        if not len(reader):
+            raise DatasetError(f"{reader.source}: no images in the {SPLIT_NAMES[split]} split")
+        if reader.blocks is not None:  # the row groups of the current window and the next (see ResumableSampler)
+            reader.cache_blocks = 2 * (self.hparams.shuffle_window // min(reader.blocks) + 1)
+        return reader
+
+    @property
+    def unreadable_train_files(self):
+        """How many times a training file was skipped as unreadable so far (all loader workers together)."""
+        return self.train_set.skipped.value if self.train_set is not None else 0
+
+    def _distribution(self):
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _sampler(self, dataset, train):
+        if self.seed is None:
+            self.seed = torch.initial_seed() % 2**31
+            if self.trainer is not None:  # rank 0's: unseeded ranks would each draw another order, and overlap
+                self.seed = self.trainer.strategy.broadcast(self.seed)
+        rank, world_size = self._distribution()
+        accumulation = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        blocks = dataset.reader.blocks if isinstance(dataset, LabelledImages) else None
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size,
+                                   step_samples=self.batch_size * accumulation if train else 1, blocks=blocks,
+                                   window=self.hparams.shuffle_window)
+        if train and self._resume_at is not None:
+            sampler.set_epoch(self._resume_at[0])
+            sampler.resume(*self._resume_at)
+            sampler.started = self._resume_at
+            self._resume_at = None
+        elif train and self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
+            sampler.started = (self.trainer.current_epoch, 0)
+        return sampler
+
+    def _loader(self, dataset, sampler=None, train=False):
+        workers = self.hparams.num_workers
+        # Its own generator: starting an iterator then draws no seed from the global one, which Mixup and drop path
+        # use (a resumed run starts its iterators at other moments than an unbroken one).
+        # Workers leave a cluster's job signals (SIGTERM, SIGUSR1) to the main process, which saves and stops.
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, num_workers=workers,
+                          worker_init_fn=ignore_job_signals,
+                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.hparams.persistent_workers and workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed or 0))
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        """Count the training samples about to be trained: the resume point is kept here rather than read from
+        Lightning's loop counters, which a resumed run does not always restore consistently."""
+        if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
+            self.train_sampler.consumed += len(batch[0])
+        return batch
+
+    def state_dict(self):
+        """Saved in every checkpoint: the seed, and where the next training batch comes from (epoch, and how many
+        of this rank's samples that epoch has already trained on), at an optimizer step's boundary (a save in the
+        middle of gradient accumulation has not saved the accumulated gradient: those batches are trained again).
+        A save at an epoch's last batch, during its validation or at its end points to the next epoch's start."""
+        state = dict(seed=self.seed, classes=self.classes)  # the labels' meaning, for evaluating the checkpoint
+        if self.train_sampler is not None and self.trainer is not None and self.trainer.state.fn == "fit":
+            batches = self.trainer.num_training_batches  # fewer than the loader's with limit_train_batches
+            epoch, samples = self.train_sampler.position(
+                batches * self.batch_size if batches != float("inf") else None)
+            state.update(epoch=epoch, samples=samples - samples % self.train_sampler.step_samples)
+        return state
+
+    def load_state_dict(self, state):
+        self.seed = state["seed"]
+        if "epoch" in state:
+            self._resume_at = (state["epoch"], state["samples"])
+
+    def train_dataloader(self):
+        self.train_sampler = self._sampler(self.train_set, train=True)
+        return self._loader(self.train_set, self.train_sampler, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, self._sampler(self.val_set, train=False))
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_set, self._sampler(self.predict_set, train=False))
