@@ -255,14 +255,27 @@ def test_a_broken_shard_is_one_line_naming_it(layout, break_it, message, layouts
     assert err.startswith("error: ") and re.search(message, err), err
 
 
-def test_prepare_without_the_devkit_is_one_line_and_keeps_what_it_wrote(layouts, tmp_path):
-    root = shutil.copytree(layouts["archives"], tmp_path / "archives")
+def without_devkit(root):
     (root / archives.DEVKIT).unlink()
-    done = cli(["prepare", str(root), str(tmp_path / "imagenet")], cwd=tmp_path, check=False)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"error: {root}: no {archives.DEVKIT}; expected the devkit beside ILSVRC2012_img_val.tar: its ground "
-        "truth labels the validation images")
+    return (f"{root}: no {archives.DEVKIT}; expected the devkit beside ILSVRC2012_img_val.tar: its ground truth "
+            "labels the validation images")
+
+
+def truncated_val_archive(root):
+    path = root / archives.VAL
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    return f"{path}: truncated or damaged ("
+
+
+@pytest.mark.parametrize("break_it", (without_devkit, truncated_val_archive))
+def test_damaged_archives_are_one_line_and_what_was_written_stays(break_it, layouts, tmp_path, monkeypatch, capsys):
+    root = shutil.copytree(layouts["archives"], tmp_path / "archives")
+    message = break_it(root)
+    with pytest.raises(SystemExit) as stopped:
+        main(["prepare", str(root), str(tmp_path / "imagenet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 1 and err[-1].startswith(f"error: {message}"), err[-1]
+    assert not any("Traceback" in line for line in err)
     assert len(tree(tmp_path / "imagenet" / "train")) == 24  # the training split, written before, is kept
 
 
@@ -420,3 +433,18 @@ def test_an_unreadable_validation_sample_stops_validate_with_one_line_from_a_loa
     assert stopped.value.code == 1
     assert err[-1] == f"error: {name}: unreadable image (not a format PIL recognises)"
     assert not any("Traceback" in line for line in err)
+
+
+def test_shard_headers_are_read_once_and_again_when_the_shard_changes(layouts, tmp_path, monkeypatch):
+    from inception_next.data.readers import webdataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = copy_layout(layouts, "webdataset", tmp_path)
+    first = contents(ImageNetDataModule(root=str(root), classes=WNIDS).reader("val"))
+    monkeypatch.setattr(webdataset.tarfile, "open", lambda *args, **kwargs: pytest.fail("headers read again"))
+    assert contents(ImageNetDataModule(root=str(root), classes=WNIDS).reader("val")) == first
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    break_shard(root)  # another size and time: the cached offsets are not used for it
+    with pytest.raises(DatasetError, match="imagenet1k-validation-0000.tar: truncated or not a tar"):
+        ImageNetDataModule(root=str(root), classes=WNIDS).reader("val")

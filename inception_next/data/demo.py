@@ -8,7 +8,6 @@ folder and renamed into place, so an interrupted generation never leaves a half 
 """
 
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .readers.base import cache_folder
+
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
            "checkerboard", "diagonal_stripes", "dots")
 SPEC = dict(version=3, classes=CLASSES, train_per_class=260, val_per_class=50, image_size=72, seed=0)
@@ -24,8 +25,7 @@ COMPLETE_MARKER = "dataset.json"
 
 
 def default_root():
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "inception_next" / f"demo-v{SPEC['version']}"
+    return cache_folder() / f"demo-v{SPEC['version']}"
 
 
 def _colour(rng):

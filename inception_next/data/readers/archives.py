@@ -62,10 +62,12 @@ def devkit_validation_wnids(root):
     return [wnid_of_id[int(line)] for line in members["ILSVRC2012_validation_ground_truth.txt"].decode().split()]
 
 
-def _checked(path, members):
-    """The archive's members, one clear line if it ends early."""
+def _checked(path, tar):
+    """(member, its bytes) for each file in the archive, one clear line if it ends early."""
     try:
-        yield from members
+        for member in tar:
+            if member.isfile():
+                yield member, tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as error:
         raise DatasetError(f"{path}: truncated or damaged ({error}); expected the whole archive") from None
 
@@ -75,23 +77,21 @@ def samples(root, split):
     if split == "train":
         path = root / TRAIN
         with _open(path) as outer:
-            for inner in _checked(path, outer):
-                if not (inner.isfile() and inner.name.endswith(".tar")):
-                    continue
-                wnid = inner.name.rsplit("/", 1)[-1][:-len(".tar")]
-                with tarfile.open(fileobj=outer.extractfile(inner), mode="r|") as images:
-                    for member in _checked(f"{path}:{inner.name}", images):
-                        if member.isfile():
-                            yield wnid, member.name.rsplit("/", 1)[-1], images.extractfile(member).read()
+            for inner, data in _checked(path, outer):
+                if inner.name.endswith(".tar"):
+                    wnid = inner.name.rsplit("/", 1)[-1][:-len(".tar")]
+                    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as images:
+                        for member, image in _checked(f"{path}:{inner.name}", images):
+                            yield wnid, member.name.rsplit("/", 1)[-1], image
     else:
         wnids = devkit_validation_wnids(root)
         path = root / VAL
         with _open(path) as tar:
-            for member in _checked(path, tar):
-                number = re.search(r"(\d+)\.\w+$", member.name) if member.isfile() else None
+            for member, image in _checked(path, tar):
+                number = re.search(r"(\d+)\.\w+$", member.name)
                 if number is None:
                     continue
                 if not 1 <= int(number.group(1)) <= len(wnids):
                     raise DatasetError(f"{path}:{member.name}: not in the devkit's ground truth ({len(wnids)} "
                                        "images); expected ILSVRC2012_val_<1..50000>.JPEG")
-                yield wnids[int(number.group(1)) - 1], member.name.rsplit("/", 1)[-1], tar.extractfile(member).read()
+                yield wnids[int(number.group(1)) - 1], member.name.rsplit("/", 1)[-1], image

@@ -1,6 +1,14 @@
 """What every source gives the data module: a split as a random-access list of (image bytes, label)."""
 
+import os
+from pathlib import Path
+
 from ..images import DatasetError, UnreadableImageError
+
+
+def cache_folder():
+    """Where the package keeps what it can make again: the demo dataset, shard indexes."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inception_next"
 
 
 class Reader:

@@ -10,6 +10,7 @@ index. Tar members are stored whole, so each shard's member offsets are read onc
 Otherwise the labels index ImageNet-1K's wnids, unless data.classes names your own classes.
 """
 
+import hashlib
 import json
 import os
 import tarfile
@@ -19,7 +20,7 @@ import yaml
 from timm.data import ImageNetInfo
 
 from ..images import IMAGE_EXTENSIONS, DatasetError
-from .base import Reader, Relabel, read_error
+from .base import Reader, Relabel, cache_folder, read_error
 
 NAME = "webdataset"
 LAYOUT = "WebDataset shards (root/*-train-*.tar, root/*-validation-*.tar, root/_info.json)"
@@ -76,9 +77,15 @@ def split_key(name):
     return f"{folder}/{stem}" if folder else stem, extension
 
 
-def index_shard(path, expected, relabel):
-    """[(key, image member offset, size, extension, label)] of one shard, from its headers and `.cls` members;
-    labels index ImageNet-1K's wnids, or your own classes (see `Relabel`)."""
+def read_headers(path):
+    """{key: {"image": (offset, size, extension), "label": text}} of one shard, from its headers and `.cls`
+    members; kept in the cache folder, keyed by the shard's path, size and time, so that a command starts without
+    reading every header again (74 ms a shard of 1251 ImageNet samples: 75 s for the training split)."""
+    stat = os.stat(path)
+    identity = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cached = cache_folder() / "shard-index" / f"{hashlib.sha1(identity.encode()).hexdigest()}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     samples = {}
     try:
         with tarfile.open(path, "r:") as tar:
@@ -91,11 +98,24 @@ def index_shard(path, expected, relabel):
                     sample["image"] = (member.offset_data, member.size, extension)
                 elif extension == "cls":
                     sample["label"] = tar.extractfile(member).read().decode().strip()
-        if os.path.getsize(path) < max((s["image"][0] + s["image"][1] for s in samples.values() if "image" in s),
-                                       default=0):
+        if stat.st_size < max((s["image"][0] + s["image"][1] for s in samples.values() if "image" in s), default=0):
             raise tarfile.ReadError("unexpected end of data")
     except (tarfile.TarError, OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: truncated or not a tar ({error}); expected a whole WebDataset shard") from None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        partial.write_text(json.dumps(samples))
+        partial.replace(cached)
+    except OSError:  # a read-only home: the shards are read as they are, only more slowly the next time
+        pass
+    return samples
+
+
+def index_shard(path, expected, relabel):
+    """[(key, image member offset, size, extension, label)] of one shard; labels index ImageNet-1K's wnids, or your
+    own classes (see `Relabel`)."""
+    samples = read_headers(path)
     index = []
     for key, sample in samples.items():
         if "image" not in sample or "label" not in sample:
