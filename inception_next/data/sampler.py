@@ -33,7 +33,8 @@ def seeded_randomness(seed):
 class ResumableSampler(DistributedSampler):
     """Each epoch's order is a permutation drawn from (seed, epoch), split across ranks (rank r takes every
     world_size-th index), so any rank can recompute it. `resume(epoch, start)` makes that epoch begin at its
-    `start`-th index, skipping what was trained before an interruption. Yields (index, augmentation seed) pairs.
+    `start`-th index, skipping what was trained before an interruption. Yields (index, augmentation seed) pairs
+    (the seed None in evaluation, whose transform draws nothing at random).
 
     With `blocks` (a source's cheap-to-read-together index ranges, such as parquet row groups), the permutation
     shuffles the blocks, then the samples within each window of consecutive blocks of at least `window` samples: a
@@ -93,6 +94,8 @@ class ResumableSampler(DistributedSampler):
             start = self._resume_at[1]
             self._resume_at = None
         self.started, self.consumed = (self.epoch, start), 0
+        if not self.shuffle:  # evaluation's transform draws nothing at random: no generators to seed
+            return iter([(index, None) for index in order[start:]])
         epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         return iter([(index, epoch_seed + index) for index in order[start:]])
 
