@@ -77,7 +77,7 @@ class KillAt(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.kind == "save" and trainer.global_step >= self.value:
-            from inception_next import checkpoints
+            from inception_next.training import checkpoints
 
             def half_then_die(handle, data):
                 handle.write(data[:len(data) // 2])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import lightning as L
 
-from inception_next.data import LabelledImages, ImageNetDataModule
-from inception_next.module import ImageClassifier
+from inception_next.data import ImageNetDataModule, LabelledImages
+from inception_next.training.module import ImageClassifier
 
 root, out = sys.argv[1], Path(sys.argv[2])
 seen = {"train": [], "val": []}

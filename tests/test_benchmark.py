@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from inception_next.benchmark import main
-from inception_next.factory import list_models
+from inception_next.models.factory import list_models
+from inception_next.tools.benchmark import main
 
 
 def test_benchmark_runs_in_small_mode_and_writes_its_files(tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_unknown_model_is_one_clear_error():
 
 
 def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
-    from inception_next.data_benchmark import main as benchmark_data
+    from inception_next.tools.data_benchmark import main as benchmark_data
 
     rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1",
                            "--batch-size", "2", "--loader-workers", "2"])
@@ -57,7 +57,7 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 
 
 def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
-    from inception_next.data_benchmark import main as benchmark_data
+    from inception_next.tools.data_benchmark import main as benchmark_data
 
     rows = benchmark_data(["--layouts", "--img-size", "32", "--images", "4", "--rounds", "1", "--batch-size", "2",
                            "--loader-workers", "2"])
@@ -67,7 +67,7 @@ def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
 
 
 def test_data_benchmark_names_a_bad_root(tmp_path):
-    from inception_next.data_benchmark import main as benchmark_data
+    from inception_next.tools.data_benchmark import main as benchmark_data
 
     with pytest.raises(SystemExit, match=f"error: --root {tmp_path / 'nowhere'}: no such folder"):
         benchmark_data(["--root", str(tmp_path / "nowhere")])

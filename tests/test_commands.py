@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from inception_next import create_model
-from inception_next.cli import EXPERIMENTS, main
-from inception_next.export import main as export
-from inception_next.runs import finished_runs, scalars
+from inception_next.tools.export import main as export
+from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.runs import finished_runs, scalars
 
 
 def demo(dataset, *extra):

@@ -7,10 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
+from inception_next.data import (
+    DatasetError,
+    ImageNetDataModule,
+    LabelledImages,
+    UnreadableImageError,
+    imagenet_class_names,
+    load_rgb,
+)
 from inception_next.data import demo as demo_data
 from inception_next.data.readers import folders
-from inception_next.data import (LabelledImages, DatasetError, ImageNetDataModule, UnreadableImageError,
-                                 imagenet_class_names, load_rgb)
 
 
 def copy_dataset(source, destination):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inception_next.cli import EXPERIMENTS
+from inception_next.training.cli import EXPERIMENTS
 
 TESTS = Path(__file__).parent
 

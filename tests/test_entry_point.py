@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inception_next.cli import EXPERIMENTS, ConfigError, config_chain, main
+from inception_next.training.cli import EXPERIMENTS, ConfigError, config_chain, main
 
 REPO = Path(__file__).parent.parent
 
@@ -107,16 +107,45 @@ def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_
     assert (target / "inception_next" / "experiments" / "demo.yaml").is_file()
 
 
-def test_the_package_has_no_import_cycle():
+def package_imports():
+    """{module: the package's modules it imports}, relative imports resolved, `from . import x` to module x."""
     import ast
 
     package = REPO / "inception_next"
-    imports = {path.stem: {node.module.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
-                           if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
-               for path in package.glob("*.py")}
+    names = {".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+             for path in package.rglob("*.py")}
+    graph = {}
+    for name, path in names.items():
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here.split(".")[:len(here.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                modules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in names]
+                deps.update(modules or [target])
+        graph[name] = deps
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    graph = package_imports()
 
     def reaches(start, goal, seen=()):
         return any(dep == goal or (dep not in seen and reaches(dep, goal, seen + (dep,)))
-                   for dep in imports.get(start, ()))
+                   for dep in graph.get(start, ()))
 
-    assert not [module for module in imports if reaches(module, module)]
+    assert not [module for module in graph if reaches(module, module)]
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """models: pure torch, nothing else of ours; data: only the loader workers' signal handling of training;
+    training: models and data; tools: anything. The one error base, `errors`, is everyone's."""
+    allowed = {"inception_next.models": ("inception_next.models", "inception_next.errors"),
+               "inception_next.data": ("inception_next.data", "inception_next.training.preemption",
+                                       "inception_next.errors"),
+               "inception_next.training": ("inception_next.training", "inception_next.models", "inception_next.data",
+                                           "inception_next.errors")}
+    wrong = [(module, dep) for module, deps in package_imports().items() for layer, ok in allowed.items()
+             if module.startswith(layer) for dep in deps if not dep.startswith(ok)]
+    assert not wrong

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inception_next.data import demo as demo_data
-from inception_next.cli import EXPERIMENTS, main
+from inception_next.training.cli import EXPERIMENTS, main
 
 
 def demo_flags(dataset, *extra):

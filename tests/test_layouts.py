@@ -13,21 +13,27 @@ import tarfile
 import warnings
 from pathlib import Path
 
+import imagenet_layouts
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-import imagenet_layouts
 from imagenet_layouts import WNIDS, hf_schema, write_all
-from inception_next.cli import EXPERIMENTS, main
-from inception_next.data import (DatasetError, ImageNetDataModule, LabelledImages, ResumableSampler,
-                                 UnreadableImageError, find_source)
+from test_resume import cli, read_records, run_flags, weights
+
+from inception_next.data import (
+    DatasetError,
+    ImageNetDataModule,
+    LabelledImages,
+    ResumableSampler,
+    UnreadableImageError,
+    find_source,
+    writers,
+)
 from inception_next.data import prepare as prepare_module
-from inception_next.data import writers
 from inception_next.data.prepare import prepare
 from inception_next.data.readers import archives
-from test_resume import cli, read_records, run_flags, weights
+from inception_next.training.cli import EXPERIMENTS, main
 
 READABLE = ("folders", "kaggle", "parquet", "webdataset")
 TESTS = Path(__file__).parent

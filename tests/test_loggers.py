@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-
 from test_resume import cli, run_flags
 
 MLFLOW = ["--trainer.logger", "lightning.pytorch.loggers.MLFlowLogger"]

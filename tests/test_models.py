@@ -1,14 +1,14 @@
+import pytest
 import timm
 import torch
 from timm.utils import reparameterize_model
-import pytest
 
 import inception_next
 from inception_next import CheckpointError, create_model, list_models
-from inception_next.complexity import count_macs, count_params
-from inception_next.factory import get_variant
-from inception_next.model import InceptionDWConv2d
-from inception_next.paper import figure_and_rounding
+from inception_next.models.complexity import count_macs, count_params
+from inception_next.models.factory import get_variant
+from inception_next.models.inception_next import InceptionDWConv2d
+from inception_next.tools.compared_figures import figure_and_rounding
 
 HIERARCHICAL = ["inception_next_atto", "inception_next_tiny", "inception_next_small", "inception_next_base"]
 
@@ -203,9 +203,14 @@ def test_public_api():
 
 
 def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_dataset, tmp_path, monkeypatch):
-    from inception_next import benchmark
-    from inception_next.cli import EXPERIMENTS, main
-    from inception_next.model import VARIANTS, MetaNeXt, Variant, register
+    from inception_next.models.inception_next import (
+        VARIANTS,
+        MetaNeXt,
+        Variant,
+        register,
+    )
+    from inception_next.tools import benchmark
+    from inception_next.training.cli import EXPERIMENTS, main
 
     register("inception_next_pico", Variant(MetaNeXt, dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))))
     try:

@@ -6,7 +6,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from inception_next.cli import EXPERIMENTS, main
+from inception_next.training.cli import EXPERIMENTS, main
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import lightning as L
 import pytest
 from interruptions import RecordLR
 
-from inception_next import recipes
-from inception_next.cli import EXPERIMENTS
 from inception_next.data import ImageNetDataModule
-from inception_next.module import ImageClassifier
+from inception_next.tools import recipes
+from inception_next.training.cli import EXPERIMENTS
+from inception_next.training.module import ImageClassifier
 
 DOCS = Path(__file__).parent.parent / "docs" / "recipes.md"
 SCHEDULE = ("lr_per_1024", "sched", "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "step_on_epochs")
@@ -30,7 +30,7 @@ def test_the_only_value_that_differs_is_the_documented_precision():
 
 
 def test_docs_recipes_md_is_generated_from_the_yamls():
-    assert DOCS.read_text() == recipes.markdown(), "regenerate: python -m inception_next.recipes > docs/recipes.md"
+    assert DOCS.read_text() == recipes.markdown(), "regenerate: python -m inception_next.tools.recipes > docs/recipes.md"
 
 
 def official_lr(epoch, peak, warmup_epochs, warmup_lr, min_lr, cosine_epochs):

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from inception_next.checkpoints import PARTIAL_SUFFIX, check_checkpoint
-from inception_next.cli import EXPERIMENTS, main
-from inception_next.data.readers import folders
-from inception_next.data import LabelledImages, ImageNetDataModule, ResumableSampler
-from inception_next.module import ImageClassifier
 from test_recipes import official_lr
 from test_training import per_step_lr
+
+from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler
+from inception_next.data.readers import folders
+from inception_next.training.checkpoints import PARTIAL_SUFFIX, check_checkpoint
+from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.module import ImageClassifier
 
 TESTS = Path(__file__).parent
 

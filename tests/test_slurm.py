@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
-
 from slurm_cluster import Cluster, missing_tools
 from test_resume import TESTS, run_flags
-from inception_next.runs import FINISHED, scalars
+
+from inception_next.training.runs import FINISHED, scalars
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"SLURM is not installed here ({', '.join(missing_tools())} "
                                 "missing): .ci/run installs Debian's slurm-wlm and munge")

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from inception_next import report, sweep
-from inception_next.cli import EXPERIMENTS, main
-from inception_next.runs import scalars
+from inception_next.tools import report, sweep
+from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.runs import scalars
 
 TESTS = Path(__file__).parent
 

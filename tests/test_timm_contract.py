@@ -12,12 +12,15 @@ from timm.models import FeatureInfo, get_notrace_functions, get_notrace_modules
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.feature_extraction import (
+    create_feature_extractor,
+    get_graph_node_names,
+)
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import inception_next
-from inception_next.factory import TIMM_PREFIX
+from inception_next.models.factory import TIMM_PREFIX
 
 REGISTERED = inception_next.register_with_timm()
 # One variant of each architecture family: Inception mixer (atto: band 9, branches 1/4), partial k x k dwconv with

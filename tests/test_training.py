@@ -7,13 +7,12 @@ import lightning as L
 import pytest
 import torch
 import yaml
-
 from interruptions import RecordLR
 
-from inception_next.cli import EXPERIMENTS, main
 from inception_next.data import ImageNetDataModule
-from inception_next.module import ImageClassifier, parameter_groups
-from inception_next.runs import scalars
+from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.module import ImageClassifier, parameter_groups
+from inception_next.training.runs import scalars
 
 EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "recipe.yaml")
 

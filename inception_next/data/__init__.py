@@ -10,7 +10,14 @@
 """
 
 from .datasets import LabelledImages, UnlabelledImages
-from .images import IMAGE_EXTENSIONS, DatasetError, UnreadableImageError, decode, is_image_file, load_rgb
+from .images import (
+           IMAGE_EXTENSIONS,
+           DatasetError,
+           UnreadableImageError,
+           decode,
+           is_image_file,
+           load_rgb,
+)
 from .module import ImageNetDataModule, imagenet_class_names
 from .readers import SOURCES, find_source
 from .sampler import ResumableSampler, seeded_randomness

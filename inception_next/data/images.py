@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset or data setting that is not as expected; the message names it and what was expected."""
 
 

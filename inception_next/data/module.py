@@ -17,10 +17,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, create_transform
+from timm.data import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ImageNetInfo,
+    create_transform,
+)
 from torch.utils.data import DataLoader
 
-from ..preemption import ignore_job_signals
+from ..training.preemption import ignore_job_signals
 from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError

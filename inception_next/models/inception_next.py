@@ -17,8 +17,10 @@ from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d
 from timm.models import checkpoint_seq
 from torch import nn
 
+from ..errors import UserError
 
-class ModelConfigError(ValueError):
+
+class ModelConfigError(UserError, ValueError):
     """An architecture setting no network accepts; the message names the setting and what was expected."""
 
 

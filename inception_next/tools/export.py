@@ -15,22 +15,22 @@ from pathlib import Path
 import torch
 from timm.utils import reparameterize_model
 
-from .checkpoints import check_checkpoint
-from .factory import CheckpointError, ModelConfigError, create_model, get_variant
+from ..errors import UserError
+from ..models.factory import CheckpointError, create_model, get_variant
+from ..training.checkpoints import check_checkpoint, trained_data_settings
 
 
 def load(args):
     """(model in eval mode, image size) from a checkpoint of ours or a registered variant with released weights."""
     if args.ckpt_path:
-        from .module import ImageClassifier
+        from ..training.module import ImageClassifier
 
         checkpoint = check_checkpoint(args.ckpt_path)
         module = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
         if args.ema and module.ema is None:
             raise CheckpointError(f"--ema: {checkpoint} has no EMA copy (its run had no model.ema_decay)")
         model = module.ema.module if args.ema else module.backbone
-        size = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(
-            "datamodule_hyper_parameters", {}).get("img_size", model.pretrained_cfg["input_size"][-1])
+        size = trained_data_settings(checkpoint).get("img_size", model.pretrained_cfg["input_size"][-1])
     else:
         model = create_model(args.model, pretrained=args.weights)
         size = get_variant(args.model).input_size
@@ -78,7 +78,7 @@ def main(argv=None):
     args = parse(argv)
     try:
         model, size = load(args)
-    except (CheckpointError, ModelConfigError) as error:
+    except UserError as error:
         sys.exit(f"error: {error}")
     if args.fold:
         model = reparameterize_model(model)

@@ -14,11 +14,12 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .complexity import count_macs
-from .factory import create_model, load_pretrained
+from ..errors import UserError
+from ..models.complexity import count_macs
+from ..models.factory import create_model, load_pretrained
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError, RuntimeError):
     """Training produced a non-finite loss more often than allowed. `last_checkpoint` is filled in by whoever saves
     checkpoints (callbacks.LastCheckpoint), which the message then names."""
 
@@ -30,7 +31,7 @@ class DivergenceError(RuntimeError):
         return f"{self.args[0]}; last good checkpoint: {self.last_checkpoint or 'none saved yet'} (left intact)"
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """Settings that cannot work together; the message names them and what was expected."""
 
 

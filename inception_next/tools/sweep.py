@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .runs import finished_runs
+from ..training.runs import finished_runs
+
 
 def runs(configs, seeds):
     """(experiment name, config, seed) of every run of the sweep."""

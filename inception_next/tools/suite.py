@@ -33,10 +33,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from ..data import ImageNetDataModule, demo
+from ..training.module import ImageClassifier
 from . import data_benchmark
-from .data import ImageNetDataModule, demo
 from .speed import build, measure, paper_a100
-from .module import ImageClassifier
 
 
 @dataclass

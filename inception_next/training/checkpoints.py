@@ -17,15 +17,18 @@ from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 
-from .factory import CheckpointError
+from ..data import ImageNetDataModule
+from ..errors import UserError
+from ..models.factory import CheckpointError
 
 PARTIAL_SUFFIX = ".partial"  # a save in progress, or left by a killed one: never a checkpoint
 LAST = "last.ckpt"
 BEST_PATTERN = "best-*.ckpt"
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """A checkpoint could not be written (disk full, quota, permissions); the previous ones are intact."""
 
 
@@ -160,7 +163,39 @@ def find_checkpoint(experiment_dir, kind):
     return None
 
 
+def choose_checkpoint(path, experiment_dir, experiment, fit=False):
+    """(checkpoint file, the run folder a fit continues or None) for --ckpt_path `path`: `last` / `best`, the newest
+    whole one of the experiment's newest run (named, so the user sees which); a file, checked whole. A fit continues
+    the run that holds its checkpoint, when that is one of this experiment's. (None, None) for a fit's `last` when
+    nothing is saved yet: it starts a new run. Reads only: deletes nothing."""
+    if path in ("last", "best"):
+        found = find_checkpoint(experiment_dir, path)
+        if found is None:
+            if fit and path == "last":
+                rank_zero_info(f"--ckpt_path last: no checkpoint under {experiment_dir} yet; starting a new run")
+                return None, None
+            raise CheckpointError(f"--ckpt_path {path}: no checkpoint under {experiment_dir}; expected a "
+                                  f"finished `fit` of experiment {experiment!r} there")
+        rank_zero_info(f"--ckpt_path {path}: {found}")
+    else:
+        found = check_checkpoint(path)
+    run = found.resolve().parent.parent
+    continues = (fit and found.parent.name == "checkpoints" and run.name.startswith("version_")
+                 and run.parent == Path(experiment_dir))
+    return found, run if continues else None
+
+
 def remove_partial_saves(run):
     """Delete what killed saves left in a run's checkpoint folder (only ever partial files, never a checkpoint)."""
     for leftover in (Path(run) / "checkpoints").glob(f".*{PARTIAL_SUFFIX}"):
         leftover.unlink(missing_ok=True)
+
+
+def trained_data_settings(path):
+    """How a checkpoint's weights saw their images: the data module's image size, crop and interpolation, and its
+    classes in label order (those it recorded), for evaluating, predicting and exporting it as trained."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    settings = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items()
+                if key in ("img_size", "crop_pct", "interpolation")}
+    classes = checkpoint.get(ImageNetDataModule.__qualname__, {}).get("classes")
+    return {**settings, **({"classes": list(classes)} if classes else {})}

@@ -21,39 +21,55 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError
-from timm.data import ImageNetInfo
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from timm.data import ImageNetInfo
 
-from .callbacks import (LOGGER_IDENTITIES, FirstBatchImages, HParamsWithMetrics, LastCheckpoint, LayerScaleMagnitudes,
-                        LoggerError, RunFolder, TopKCSVWriter, TrainingThroughput, UnreadableFilesReport, where_to_look)
-from .checkpoints import (AtomicCheckpointIO, CheckpointSaveError, check_checkpoint, find_checkpoint,
-                          remove_partial_saves)
-from .data import DatasetError, ImageNetDataModule
-from .factory import CheckpointError, ModelConfigError, create_model, get_variant, read_state_dict
-from .module import DivergenceError, ImageClassifier, RecipeError
+from ..data import ImageNetDataModule
+from ..errors import UserError
+from ..models.factory import create_model, get_variant, read_state_dict
 from . import preemption
+from .callbacks import (
+    LOGGER_IDENTITIES,
+    FirstBatchImages,
+    HParamsWithMetrics,
+    LastCheckpoint,
+    LayerScaleMagnitudes,
+    LoggerError,
+    RunFolder,
+    TopKCSVWriter,
+    TrainingThroughput,
+    UnreadableFilesReport,
+    where_to_look,
+)
+from .checkpoints import (
+    AtomicCheckpointIO,
+    choose_checkpoint,
+    remove_partial_saves,
+    trained_data_settings,
+)
+from .module import ImageClassifier
 from .preemption import Preempted, Preemption, catch_job_signals
-from .runs import FINISHED
+from .runs import mark_finished
 
-EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
 OTHER_COMMANDS = {  # name: (module, what it does)
-    "benchmark": ("benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
-    "benchmark-data": ("data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
+    "benchmark": ("tools.benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
+    "benchmark-data": ("tools.data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
     "prepare": ("data.prepare", "ImageNet as downloaded (archives, Kaggle, parquet, WebDataset) into class folders"),
-    "export": ("export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
-    "sweep": ("sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
-    "report": ("report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
+    "export": ("tools.export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
+    "sweep": ("tools.sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
+    "report": ("tools.report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     pass
 
 
@@ -230,9 +246,7 @@ class InceptionNeXtCLI(LightningCLI):
         weights given as --model.pretrained, without a dataset, ImageNet's classes and the variant's input."""
         data = settings.data
         if settings.ckpt_path:
-            checkpoint = torch.load(settings.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-            trained_on = checkpoint.get("datamodule_hyper_parameters", {})
-            classes = checkpoint.get(ImageNetDataModule.__qualname__, {}).get("classes")
+            trained_on = trained_data_settings(settings.ckpt_path)
         elif settings.model.pretrained and data.root is None and data.classes is None:
             variant = get_variant(settings.model.backbone)
             with torch.device("meta"):
@@ -240,15 +254,12 @@ class InceptionNeXtCLI(LightningCLI):
             rows = read_state_dict(settings.model.pretrained).get(f"{classifier}.weight")
             if rows is None or len(rows) != 1000:
                 return
-            trained_on = dict(img_size=variant.input_size, crop_pct=variant.crop_pct, interpolation="bicubic")
-            classes = ImageNetInfo().label_names()
+            trained_on = dict(img_size=variant.input_size, crop_pct=variant.crop_pct, interpolation="bicubic",
+                              classes=ImageNetInfo().label_names())
         else:
             return
-        for key in ("img_size", "crop_pct", "interpolation"):
-            if key in trained_on:
-                data[key] = trained_on[key]
-        if classes:
-            data.classes = list(classes)
+        for key, value in trained_on.items():
+            data[key] = value
 
     def _resolve_checkpoint(self, subcommand, settings):
         """`last` / `best`: the newest whole one of this experiment's newest run (named, so the user sees which);
@@ -256,25 +267,12 @@ class InceptionNeXtCLI(LightningCLI):
         path = settings.get("ckpt_path")
         if path is None:
             return None
-        if path in ("last", "best"):
-            experiment_dir = self._experiment_dir(settings)
-            found = find_checkpoint(experiment_dir, path)
-            if found is None:
-                if subcommand == "fit" and path == "last":
-                    rank_zero_info(f"--ckpt_path last: no checkpoint under {experiment_dir} yet; starting a new run")
-                    return None
-                raise CheckpointError(f"--ckpt_path {path}: no checkpoint under {experiment_dir}; expected a "
-                                      f"finished `fit` of experiment {settings.experiment!r} there")
-            rank_zero_info(f"--ckpt_path {path}: {found}")
-        else:
-            found = check_checkpoint(path)
-        run = found.resolve().parent.parent
-        if (subcommand == "fit" and found.parent.name == "checkpoints" and run.name.startswith("version_")
-                and run.parent == self._experiment_dir(settings)):
-            self.resumed_run = run
+        found, self.resumed_run = choose_checkpoint(path, self._experiment_dir(settings), settings.experiment,
+                                                    fit=subcommand == "fit")
+        if found is None:
+            return None
+        if self.resumed_run is not None:
             self.resumed_step = torch.load(found, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-            check_writable(run / "checkpoints", "checkpoint folder")
-            remove_partial_saves(run)
         return str(found)
 
     def _continue_logger_runs(self, settings):
@@ -303,6 +301,9 @@ class InceptionNeXtCLI(LightningCLI):
                                   "them away")
         if self.subcommand == "predict":
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
+        if self.subcommand == "fit" and self.resumed_run is not None:  # it writes there again
+            check_writable(self.resumed_run / "checkpoints", "checkpoint folder")
+            remove_partial_saves(self.resumed_run)
         if self.subcommand == "fit":
             self._continue_logger_runs(settings)
         try:
@@ -413,9 +414,8 @@ class InceptionNeXtCLI(LightningCLI):
             print(f"last checkpoint: {last.path}")
         if run is not None:  # the run is done: `sweep` skips it, `report` reads it
             metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items()}
-            Path(run, FINISHED).write_text(json.dumps(dict(
-                experiment=self._settings().experiment, seed=self._settings().seed_everything,
-                epochs=self.trainer.current_epoch, global_step=self.trainer.global_step, final=metrics), indent=1))
+            mark_finished(run, experiment=self._settings().experiment, seed=self._settings().seed_everything,
+                          epochs=self.trainer.current_epoch, global_step=self.trainer.global_step, final=metrics)
 
 
 def one_line(parse_error):
@@ -466,7 +466,7 @@ def main(args=None):
     try:
         if args[:1] and args[0] in OTHER_COMMANDS:
             module, _ = OTHER_COMMANDS[args[0]]
-            return importlib.import_module(f".{module}", __package__).main(args[1:])
+            return importlib.import_module(f"inception_next.{module}").main(args[1:])
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         with catch_job_signals():  # from the start: a cluster may signal a job before it trains
@@ -486,10 +486,6 @@ def main(args=None):
             print(f"error: not requeued ({refused}): run the same command again (--ckpt_path last) to continue",
                   file=sys.stderr)
         sys.exit(stop.exit_code)
-    except DatasetError as error:
+    except (UserError, MisconfigurationException) as error:
         print(f"error: {own_message(error)}", file=sys.stderr)
-        sys.exit(1)
-    except (ConfigError, CheckpointError, CheckpointSaveError, DivergenceError, RecipeError,
-            ModelConfigError, LoggerError, MisconfigurationException) as error:
-        print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

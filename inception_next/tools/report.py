@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoints import checkpoints_of
-from .complexity import count_macs, count_params
-from .factory import create_model, get_variant, list_models
-from .paper import TABLE8_TOP1
-from .runs import FINISHED, finished_runs, scalars
+from ..models.complexity import count_macs, count_params
+from ..models.factory import create_model, get_variant, list_models
+from ..training.checkpoints import checkpoints_of
+from ..training.runs import FINISHED, finished_runs, scalars
+from .compared_figures import TABLE8_TOP1
 
 
 def run_summary(run):

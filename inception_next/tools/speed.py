@@ -7,8 +7,8 @@ from contextlib import nullcontext
 import timm
 import torch
 
-from .factory import create_model, get_variant, list_models
-from .paper import TIMM_A100
+from ..models.factory import create_model, get_variant, list_models
+from .compared_figures import TIMM_A100
 
 
 def is_ours(name):

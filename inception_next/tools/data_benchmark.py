@@ -26,8 +26,14 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset
 
-from .data import DatasetError, ImageNetDataModule, LabelledImages, ResumableSampler, demo
-from .data.prepare import prepare
+from ..data import (
+    DatasetError,
+    ImageNetDataModule,
+    LabelledImages,
+    ResumableSampler,
+    demo,
+)
+from ..data.prepare import prepare
 
 LAYOUTS = ("folders", "parquet", "webdataset")
 

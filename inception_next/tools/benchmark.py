@@ -17,8 +17,8 @@ import timm
 import torch
 from timm.utils import reparameterize_model
 
-from .complexity import count_macs, count_params
-from .factory import create_model, get_variant, list_models
+from ..models.complexity import count_macs, count_params
+from ..models.factory import create_model, get_variant, list_models
 from .speed import build, measure, native_size, paper_a100
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from timm.models import build_model_with_cfg, is_model, register_model
 
-from .model import VARIANTS, ModelConfigError
+from ..errors import UserError
+from .inception_next import VARIANTS, ModelConfigError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded (missing, damaged, or not fitting the model asked for); the message names
     the file and what does not fit."""
 
@@ -80,7 +81,7 @@ def register_with_timm(prefix=TIMM_PREFIX):
     Weights come from a local file, never a hub: `timm.create_model(name, pretrained=True,
     pretrained_cfg_overlay=dict(file="inceptionnext_tiny.pth"))`. Registering twice does nothing. Returns the names.
     """
-    package = sys.modules[__package__]
+    package = sys.modules[__package__.partition(".")[0]]  # inception_next, as timm names a module's models
     package.default_cfgs = getattr(package, "default_cfgs", {})  # where timm's register_model reads each model's cfg
     names = []
     for name in list_models():

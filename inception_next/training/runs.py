@@ -1,14 +1,19 @@
-"""Finished runs read back from their folders, `<logs>/<experiment>/version_N`: what notebooks/runs.ipynb and
-`report` show."""
+"""What a fit leaves in its folder, `<logs>/<experiment>/version_N`: the FINISHED marker the CLI writes when a fit
+returns, and the finished runs read back from their folders, which notebooks/runs.ipynb and `report` show."""
 
+import json
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from .checkpoints import checkpoints_of, run_folders
 
-
 FINISHED = "finished.json"  # what the CLI writes into a run's folder when its fit returns: its final metrics
+
+
+def mark_finished(run, **record):
+    """The run is done (`sweep` skips it, `report` reads it): `record` (its final metrics) in its FINISHED file."""
+    Path(run, FINISHED).write_text(json.dumps(record, indent=1))
 
 
 def finished_runs(logs):

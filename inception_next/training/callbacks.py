@@ -19,13 +19,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.utils import make_grid
 
+from ..errors import UserError
 from .checkpoints import is_run_folder, new_run_folder
 from .module import DivergenceError
 
 LOGGER_IDENTITIES = "loggers.json"  # in a run's folder: which run of each logger's own store it is, to resume it
 
 
-class LoggerError(RuntimeError):
+class LoggerError(UserError, RuntimeError):
     """A logger that cannot start (its package, its store, its server); the message names it."""
 
 
