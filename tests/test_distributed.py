@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from inception_next.training.cli import EXPERIMENTS
 
 TESTS = Path(__file__).parent
@@ -22,6 +24,24 @@ def test_a_plain_trainer_under_ddp_trains_each_sample_once(tiny_dataset, tmp_pat
     assert sorted(ranks[0] + ranks[1]) == list(range(24))  # every image once, none on both ranks
     validated = [int(i) for r in range(2) for i in (tmp_path / f"rank{r}_val.txt").read_text().split()]
     assert sorted(validated) == list(range(12))  # each validation image exactly once
+    statistics = [torch.load(tmp_path / f"rank{r}_bn.pt") for r in range(2)]
+    assert torch.equal(*statistics)  # averaged before validating: one model on both ranks
+
+
+def test_batchnorm_statistics_are_the_ranks_average_not_rank_0s(tiny_dataset, tmp_path):
+    """DDP hands every rank rank 0's buffers at each forward; timm's train.py (the official runs) averages the
+    ranks' statistics before evaluating instead, and so does AverageBatchNormAcrossRanks: the same run without it
+    ends with other statistics (rank 0's alone), on both ranks alike."""
+    statistics = {}
+    for how in ("averaged", "no-bn-averaging"):
+        (tmp_path / how).mkdir()
+        done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(tiny_dataset),
+                               str(tmp_path / how), how], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ranks = [torch.load(tmp_path / how / f"rank{r}_bn.pt") for r in range(2)]
+        assert torch.equal(*ranks), how
+        statistics[how] = ranks[0]
+    assert not torch.allclose(statistics["averaged"], statistics["no-bn-averaging"])
 
 
 def test_predict_under_ddp_writes_one_file_with_each_image_once(tiny_dataset, tmp_path):

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoi
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.utils import distribute_bn
 from torchvision.utils import make_grid
 
 from ..errors import UserError
@@ -327,3 +328,14 @@ class TopKCSVWriter(BasePredictionWriter):
             for path, probs, indices in rows:
                 writer.writerow([path] + [item for p, i in zip(probs, indices) for item in (names[i], f"{p:.4f}")])
         partial.replace(self.output)
+
+
+class AverageBatchNormAcrossRanks(Callback):
+    """Without SyncBatchNorm, each DDP rank's BatchNorm statistics follow its own batches (DDP then hands every rank
+    rank 0's at the next forward): before each validation, average them instead, with timm's `distribute_bn`, as
+    timm's train.py (the official runs' `--dist-bn reduce`) does before evaluating; every rank validates, and rank 0
+    saves, the same statistics (the EMA copy's included)."""
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            distribute_bn(pl_module, trainer.world_size, reduce=True)

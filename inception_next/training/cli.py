@@ -36,6 +36,7 @@ from ..models.factory import create_model, get_variant, read_state_dict
 from . import preemption
 from .callbacks import (
     LOGGER_IDENTITIES,
+    AverageBatchNormAcrossRanks,
     FirstBatchImages,
     HParamsWithMetrics,
     LastCheckpoint,
@@ -333,7 +334,7 @@ class InceptionNeXtCLI(LightningCLI):
         callbacks = [RunFolder(self._experiment_dir(settings), self.resumed_run)]
         callbacks += list(configured) if isinstance(configured, list) else [configured]
         callbacks += [UnreadableFilesReport(), FirstBatchImages(), LayerScaleMagnitudes(), HParamsWithMetrics(),
-                      TrainingThroughput()]
+                      TrainingThroughput(), AverageBatchNormAcrossRanks()]
         # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
         callbacks += [LastCheckpoint(settings.save_every_n_steps), Preemption()]
         if self.subcommand == "predict":

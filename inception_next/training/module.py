@@ -267,15 +267,6 @@ class ImageClassifier(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.backbone, step=self.global_step)
 
-    def on_validation_epoch_start(self):
-        # Without SyncBatchNorm, each DDP rank's BatchNorm statistics drift apart (timm averages them before each
-        # evaluation too): average them, so every rank validates, and rank 0 saves, one and the same model.
-        if self.trainer.world_size > 1:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-                    for buffer in (module.running_mean, module.running_var):
-                        buffer.copy_(self.trainer.strategy.reduce(buffer, reduce_op="mean"))
-
     def _evaluate(self, batch, stage):
         images, targets = batch
         models = [("", self.backbone)] + ([("_ema", self.ema.module)] if self.ema is not None else [])
