@@ -64,9 +64,9 @@ class ImageNetDataModule(L.LightningDataModule):
             ResumableSampler); each loader worker holds about twice this many encoded images.
         seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
 
-    Under DDP the module shards the data itself (see ResumableSampler), so the Trainer runs with
-    `use_distributed_sampler=False` (the CLI sets it). Its state in a checkpoint records how far into the epoch
-    training got, so a run resumed mid-epoch continues with the next batch of the same order.
+    Under DDP the module shards the data itself (see ResumableSampler, a DistributedSampler that any Trainer leaves
+    as it is). Its state in a checkpoint records how far into the epoch training got, so a run resumed mid-epoch
+    continues with the next batch of the same order.
     """
 
     def __init__(self, root: str | None = None, format: str | None = None, img_size: int = 224,

@@ -129,7 +129,7 @@ class ActionExperimentConfig(ActionConfigFile):
                 cfg[key] = str(folder / value)
 
 
-class Trainer(L.Trainer):
+class CountingLimitsTrainer(L.Trainer):
     """Lightning's Trainer, with batch limits typed so that the command line reads `--trainer.limit_train_batches 1`
     as one batch (an integer, as Lightning documents) and 0.5 as half the batches. (Lightning annotates them
     float-first, so the parser would turn 1 into 1.0: the whole epoch.)"""
@@ -471,7 +471,7 @@ def main(args=None):
         sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
         strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         with catch_job_signals():  # from the start: a cluster may signal a job before it trains
-            InceptionNeXtCLI(ImageClassifier, ImageNetDataModule, trainer_class=Trainer,
+            InceptionNeXtCLI(ImageClassifier, ImageNetDataModule, trainer_class=CountingLimitsTrainer,
                              save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
                              auto_configure_optimizers=False,
                              parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
