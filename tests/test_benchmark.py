@@ -73,6 +73,7 @@ def test_data_benchmark_names_a_bad_root(tmp_path):
         benchmark_data(["--root", str(tmp_path / "nowhere")])
 
 
+@pytest.mark.slow
 def test_the_gpu_suite_runs_every_part_in_small_mode_on_the_cpu(tmp_path):
     """The suite a lent GPU runs (python -m inception_next benchmark --suite paper), tiny and on the CPU, so that it
     cannot rot between leases: every section is there, and what it checks holds."""

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from inception_next.training.cli import EXPERIMENTS
+
+pytestmark = pytest.mark.slow  # real processes: DDP ranks
 
 TESTS = Path(__file__).parent
 

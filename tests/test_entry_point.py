@@ -75,6 +75,7 @@ def test_help_lists_every_command(capsys):
         assert command in shown
 
 
+@pytest.mark.slow
 def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_path):
     """`pip install .` (not editable): the experiments ship inside the package. The wheel goes into a new
     environment that borrows this one's dependencies (torch and the rest) but not its editable install."""

@@ -388,6 +388,7 @@ def test_fit_and_predict_run_on_each_layout(layout, layouts, tmp_path, monkeypat
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 13
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ("parquet", "webdataset"))
 def test_a_run_killed_mid_epoch_resumes_exactly_with_loader_workers(layout, layouts, tmp_path):
     """Killed at step 3 (after the step-2 save) and at the first epoch's end; resumed with 2 workers each time:
@@ -416,6 +417,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly_with_loader_workers(layout, layo
     assert max((final[k].double() - after[k].double()).abs().max().item() for k in final) < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ("parquet", "webdataset"))
 def test_ddp_ranks_train_disjoint_samples_and_validate_each_once(layout, layouts, tmp_path):
     done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(layouts[layout]), str(tmp_path)],

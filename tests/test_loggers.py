@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 from test_resume import cli, run_flags
 
+pytestmark = pytest.mark.slow  # real processes: an MLflow server, W&B runs
+
 MLFLOW = ["--trainer.logger", "lightning.pytorch.loggers.MLFlowLogger"]
 WANDB = ["--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true",
          "--trainer.logger.project", "demo"]

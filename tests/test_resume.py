@@ -163,6 +163,7 @@ def kill_moments(seed, steps):
 
 @pytest.mark.parametrize("workers, persistent, chain, seed", [(1, "false", "epoch-lr, accumulation 2", 11),
                                                               (2, "true", "step-lr, partial epochs", 12)])
+@pytest.mark.slow
 def test_a_run_killed_anywhere_resumes_exactly(workers, persistent, chain, seed, unbroken, tiny_dataset, tmp_path):
     """Kill one run four times (mid-epoch, at an epoch's end, mid-validation, mid-save), resuming each time with
     `--ckpt_path last`: every batch is the unbroken run's, trained with its lr, the weights end the same, and every
@@ -242,6 +243,7 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(folder)])
 
 
+@pytest.mark.slow
 def test_a_kill_mid_save_across_filesystems_leaves_the_previous_checkpoint(tiny_dataset, tmp_path, tmpfs):
     """$TMPDIR on a tmpfs, the logs on the disk: Lightning's own save moved its temporary file across them, copying
     over last.ckpt in place. Killed mid-save, the previous last.ckpt must load; the next start clears the debris."""
@@ -366,6 +368,7 @@ def scalars(log_dir):
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_validate_like_one_process_on_their_checkpoint(tiny_dataset, tmp_path):
     cli(["fit", *run_flags(tiny_dataset, "--trainer.devices", "2", "--trainer.strategy", "ddp",
                            "--trainer.max_epochs", "1", "--data.batch_size", "2", "--save_every_n_steps", "null")],

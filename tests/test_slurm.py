@@ -13,8 +13,9 @@ from test_resume import TESTS, run_flags
 
 from inception_next.training.runs import FINISHED, scalars
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"SLURM is not installed here ({', '.join(missing_tools())} "
-                                "missing): .ci/run installs Debian's slurm-wlm and munge")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    bool(missing_tools()), reason=f"SLURM is not installed here ({', '.join(missing_tools())} missing): .ci/run "
+    "installs Debian's slurm-wlm and munge")]
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ def tiny_flags(dataset, logs):
             "--trainer.default_root_dir", str(logs)]
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_and_reports(tiny_dataset, tmp_path,
                                                                                        monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
