@@ -6,19 +6,7 @@
     tools/      benchmarks, the GPU suite, export, sweeps, reports and the recipe table
 """
 
-from .models import (
-    CheckpointError,
-    InceptionDWConv2d,
-    IsotropicMetaNeXt,
-    MetaNeXt,
-    MetaNeXtBlock,
-    PartialDWConv2d,
-    SpatialSelfAttention,
-    create_model,
-    list_models,
-    load_pretrained,
-    register_with_timm,
-)
+from . import models
+from .models import *  # noqa: F403  the public names are the models' (models.__all__)
 
-__all__ = ["create_model", "list_models", "load_pretrained", "register_with_timm", "CheckpointError", "MetaNeXt",
-           "IsotropicMetaNeXt", "MetaNeXtBlock", "InceptionDWConv2d", "PartialDWConv2d", "SpatialSelfAttention"]
+__all__ = models.__all__
