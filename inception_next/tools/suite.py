@@ -237,8 +237,13 @@ def numerics(p, device, name):
 def data_supply(p, photos_root):
     """Images/s of one loader worker through our dataset, the paper's training transform, on photograph-sized
     JPEGs."""
-    root = Path(photos_root) if photos_root else demo.write_photographs(
-        Path(tempfile.mkdtemp(prefix="photos-")), p.photos)
+    if photos_root:
+        return measure_supply(p, Path(photos_root))
+    with tempfile.TemporaryDirectory(prefix="photos-") as scratch:
+        return measure_supply(p, demo.write_photographs(Path(scratch), p.photos))
+
+
+def measure_supply(p, root):
     data = ImageNetDataModule(root=str(root), img_size=p.data_img_size)
     row, = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1, workers=1)
     files = sorted((root / "train").rglob("*.JPEG"))
