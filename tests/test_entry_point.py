@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inception_next.training.cli import EXPERIMENTS, ConfigError, config_chain, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS, ConfigError, config_chain
 
 REPO = Path(__file__).parent.parent
 

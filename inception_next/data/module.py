@@ -34,6 +34,12 @@ from .sampler import ResumableSampler
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
+def default_crop_pct(img_size):
+    """The evaluation crop when a recipe names none: the paper's 0.875, or the whole image from 384 px (its
+    fine-tuned models)."""
+    return 1.0 if img_size >= 384 else 0.875
+
+
 def imagenet_class_names(folder_names):
     """Human-readable names when the classes are ImageNet-1K's synsets, the names themselves otherwise."""
     info = ImageNetInfo()
@@ -79,7 +85,7 @@ class ImageNetDataModule(L.LightningDataModule):
                  predict_root: str | None = None, seed: int | None = None, classes: list[str] | None = None,
                  shuffle_window: int = 1024):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole config from the CLI (cli.SaveFitConfig)
         for name, least in (("img_size", 1), ("batch_size", 1), ("num_workers", 0), ("shuffle_window", 1)):
             value = self.hparams[name]
             if not isinstance(value, int) or value < least:
@@ -92,7 +98,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.demo = root is None
         self.root = demo.default_root() if self.demo else Path(root).expanduser()
         self.img_size = img_size
-        self.crop_pct = crop_pct if crop_pct is not None else (1.0 if img_size >= 384 else 0.875)
+        self.crop_pct = crop_pct if crop_pct is not None else default_crop_pct(img_size)
         self.batch_size = batch_size
         self._classes = self._source = None
         self.train_set = self.val_set = self.predict_set = None

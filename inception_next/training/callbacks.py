@@ -7,10 +7,12 @@ run resumed from step N continues each series at N, as the loggers' other series
 import csv
 import inspect
 import json
+import random
 import time
 from collections import defaultdict, deque
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoint
@@ -21,7 +23,7 @@ from timm.utils import distribute_bn
 from torchvision.utils import make_grid
 
 from ..errors import UserError
-from .checkpoints import is_run_folder, new_run_folder
+from .checkpoints import checkpoint_folder, is_run_folder, new_run_folder
 from .module import DivergenceError
 
 LOGGER_IDENTITIES = "loggers.json"  # in a run's folder: which run of each logger's own store it is, to resume it
@@ -92,7 +94,7 @@ class RunFolder(Callback):
         self.path = Path(trainer.strategy.broadcast(str(path) if path else None))
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None) is None:
-                callback.dirpath = str(self.path / "checkpoints")
+                callback.dirpath = str(checkpoint_folder(self.path))
 
     @staticmethod
     def _start_loggers(trainer):
@@ -119,7 +121,7 @@ class LastCheckpoint(Checkpoint):
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":  # the same on every rank
-            folder = self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+            folder = self.dirpath or checkpoint_folder(trainer.log_dir or trainer.default_root_dir)
             self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "last.ckpt")))
 
     def save_now(self, trainer):
@@ -149,6 +151,34 @@ class LastCheckpoint(Checkpoint):
             exception.last_checkpoint = self.path
 
 
+class RandomStateInCheckpoints(Callback):
+    """Python's, NumPy's and torch's (CPU and CUDA) global random state in every checkpoint, restored with it, so that
+    a resumed run draws the same Mixup, drop path and dropout as an unbroken one. (The loaders' augmentation needs
+    none: each sample is seeded by its seed, epoch and index.)"""
+
+    KEY = "random_state"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        version, python_state, gauss = random.getstate()
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint[self.KEY] = dict(
+            python=(version, torch.tensor(python_state), gauss), torch=torch.get_rng_state(),
+            numpy=(kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        state = checkpoint.get(self.KEY)
+        if state is None:
+            return
+        version, python_state, gauss = state["python"]
+        random.setstate((version, tuple(python_state.tolist()), gauss))
+        kind, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.device_count() == len(state["cuda"]):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def show_image(logger, tag, image, step):
     """Log a CHW image in [0, 1] to a logger that can take one; False for a logger that cannot (CSV, ...)."""
     if isinstance(logger, TensorBoardLogger):
@@ -164,20 +194,29 @@ def show_image(logger, tag, image, step):
 
 class FirstBatchImages(Callback):
     """`train/augmented_batch`: the first training batch as the network sees it, after RandAugment and Mixup/CutMix
-    (the `inputs` the module's training_step returns beside its loss), to every logger that takes images."""
+    (the module's input, caught by a forward pre-hook for that one batch), to every logger that takes images."""
 
     def __init__(self, images=32):
         self.images = images
         self.shown = False
+        self.caught = self.hook = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.shown and trainer.is_global_zero:
+            self.hook = pl_module.register_forward_pre_hook(self._catch)
+
+    def _catch(self, module, args):
+        if torch.is_tensor(args[0]):  # under DDP, Lightning first routes training_step(batch, ...) through forward
+            self.caught = args[0][:self.images].detach().float().cpu()
+            self.hook.remove()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.shown or not trainer.is_global_zero or not isinstance(outputs, dict) or "inputs" not in outputs:
+        if self.shown or self.caught is None:
             return
         self.shown = True
-        images = outputs["inputs"][:self.images].float().cpu()
         mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
-        grid = make_grid((images * std + mean).clamp(0, 1), nrow=8)
+        grid = make_grid((self.caught * std + mean).clamp(0, 1), nrow=8)
         for logger in trainer.loggers:
             show_image(logger, "train/augmented_batch", grid, trainer.global_step)
 
@@ -241,34 +280,24 @@ class TrainingThroughput(Callback):
 
 
 class HParamsWithMetrics(Callback):
-    """The run's settings beside its latest and best val/top1, val/top5 and val/loss: TensorBoard's HPARAMS tab
-    (settings and metrics tied together), and the same values to every other logger."""
+    """The run's latest and best val/top1, val/top5 and val/loss, beside its settings: the CLI gives TensorBoard the
+    settings with `placeholders()` for these (its HPARAMS tab then ties them together); every logger gets the
+    values."""
 
     METRICS = ("val/top1", "val/top5", "val/loss")
 
     def __init__(self):
         self.best_top1 = None
 
+    @classmethod
+    def placeholders(cls):
+        return {f"hp/{name}": float("nan") for name in (*cls.METRICS, "best_val/top1")}
+
     def state_dict(self):
         return {"best_top1": self.best_top1}
 
     def load_state_dict(self, state_dict):
         self.best_top1 = state_dict["best_top1"]
-
-    def on_fit_start(self, trainer, pl_module):
-        if not trainer.is_global_zero or trainer.ckpt_path is not None:  # a resumed run logged them when it began
-            return
-        settings = dict(pl_module.hparams)
-        if trainer.datamodule is not None:
-            settings.update({f"data.{k}": v for k, v in trainer.datamodule.hparams.items()})
-        settings.update(max_epochs=trainer.max_epochs, precision=str(trainer.precision),
-                        global_batch=getattr(pl_module, "global_batch", None))
-        start = {f"hp/{name}": float("nan") for name in (*self.METRICS, "best_val/top1")}
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):  # the metrics' placeholders tie them to the settings
-                logger.log_hyperparams(settings, start)
-            else:
-                logger.log_hyperparams(settings)
 
     def on_validation_end(self, trainer, pl_module):
         metrics = {name: trainer.callback_metrics[name].item() for name in self.METRICS

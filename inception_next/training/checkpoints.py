@@ -113,6 +113,11 @@ def is_run_folder(path, experiment_dir):
     return path.parent.resolve() == Path(experiment_dir).resolve() and re.fullmatch(r"version_\d+", path.name)
 
 
+def checkpoint_folder(run):
+    """Where a run's checkpoints go: `<run>/checkpoints`."""
+    return Path(run) / "checkpoints"
+
+
 def run_folders(experiment_dir):
     """The runs of an experiment, newest (highest version) first."""
     folders = [p for p in Path(experiment_dir).glob("version_*") if is_run_folder(p, experiment_dir)]
@@ -137,7 +142,7 @@ def new_run_folder(experiment_dir):
 def checkpoints_of(run, kind):
     """A run's checkpoints of `kind`, never a partial save: 'best', the best ones, newest first; 'last', last.ckpt
     then the others newest first, so that a damaged last.ckpt falls back to the newest whole one."""
-    folder = Path(run) / "checkpoints"
+    folder = checkpoint_folder(run)
     pattern = BEST_PATTERN if kind == "best" else "*.ckpt"
     return sorted(folder.glob(pattern), key=lambda p: (p.name != LAST, -p.stat().st_mtime))
 
@@ -180,14 +185,13 @@ def choose_checkpoint(path, experiment_dir, experiment, fit=False):
     else:
         found = check_checkpoint(path)
     run = found.resolve().parent.parent
-    continues = (fit and found.parent.name == "checkpoints" and run.name.startswith("version_")
-                 and run.parent == Path(experiment_dir))
+    continues = fit and found.resolve().parent == checkpoint_folder(run) and is_run_folder(run, experiment_dir)
     return found, run if continues else None
 
 
 def remove_partial_saves(run):
     """Delete what killed saves left in a run's checkpoint folder (only ever partial files, never a checkpoint)."""
-    for leftover in (Path(run) / "checkpoints").glob(f".*{PARTIAL_SUFFIX}"):
+    for leftover in checkpoint_folder(run).glob(f".*{PARTIAL_SUFFIX}"):
         leftover.unlink(missing_ok=True)
 
 

@@ -1,11 +1,8 @@
 """`python -m inception_next {fit,validate,test,predict}`: LightningCLI over ImageClassifier and
-ImageNetDataModule, with the experiment YAMLs that ship in inception_next/experiments/; and
-the other commands of OTHER_COMMANDS (`python -m inception_next {benchmark,benchmark-data,prepare,...}`).
-
-Experiment files build on each other: a file may start with `extends: other.yaml` (relative to itself) and then
-state only what differs. `-c/--config FILE` applies the chain base first, each file as jsonargparse reads any config
-file (so values that are paths resolve against their own file), so that later files, then later flags, override
-earlier ones; the run is named after FILE. Without a config, the subcommand runs `experiments/demo.yaml`.
+ImageNetDataModule, with the experiment YAMLs that ship in inception_next/experiments/ (their `extends` chains are
+config.py's); and the other commands of OTHER_COMMANDS (`python -m inception_next {benchmark,prepare,...}`).
+Without a config, the subcommand runs `experiments/demo.yaml`. The CLI wires: it parses, picks the checkpoint
+(checkpoints.py), evaluates as the weights were trained, names the run's folder and adds the callbacks every run needs.
 """
 
 import importlib
@@ -20,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentError
+from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -36,30 +33,26 @@ from ..models.factory import create_model, get_variant, read_state_dict
 from . import preemption
 from .callbacks import (
     LOGGER_IDENTITIES,
-    AverageBatchNormAcrossRanks,
-    FirstBatchImages,
     HParamsWithMetrics,
     LastCheckpoint,
-    LayerScaleMagnitudes,
     LoggerError,
+    RandomStateInCheckpoints,
     RunFolder,
     TopKCSVWriter,
-    TrainingThroughput,
-    UnreadableFilesReport,
     where_to_look,
 )
 from .checkpoints import (
     AtomicCheckpointIO,
+    checkpoint_folder,
     choose_checkpoint,
     remove_partial_saves,
     trained_data_settings,
 )
+from .config import DEMO_CONFIG, ActionExperimentConfig, ConfigError
 from .module import ImageClassifier
 from .preemption import Preempted, Preemption, catch_job_signals
 from .runs import mark_finished
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-DEMO_CONFIG = EXPERIMENTS / "demo.yaml"
 OTHER_COMMANDS = {  # name: (module, what it does)
     "benchmark": ("tools.benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
     "benchmark-data": ("tools.data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
@@ -68,65 +61,12 @@ OTHER_COMMANDS = {  # name: (module, what it does)
     "sweep": ("tools.sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
     "report": ("tools.report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
 }
-
-
-class ConfigError(UserError, ValueError):
-    pass
-
-
-# The settings that are paths: a relative one in a config file is relative to that file, not to where fit runs.
-PATH_SETTINGS = ("data.root", "data.predict_root", "model.pretrained", "predict_csv", "trainer.default_root_dir")
-
-
-def read_config(path):
-    """A config file's settings as a dict, or ConfigError naming it."""
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of settings at the top level")
-    return config
-
-
-def config_chain(path, seen=()):
-    """`path` and the files it extends, base first."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file; the experiments are under {EXPERIMENTS}")
-    if path in seen:
-        raise ConfigError(f"--config {path}: `extends` loops back to itself")
-    base = read_config(path).get("extends")
-    return (config_chain(path.parent / base, seen + (path,)) if base else []) + [path]
-
-
-class ActionExperimentConfig(ActionConfigFile):
-    """`-c/--config FILE`: FILE's `extends` chain applied base first, then the run named after FILE (unless a later
-    flag or the file itself names it). A value that is not a .yaml/.yml path is a YAML string, as in LightningCLI."""
-
-    def __call__(self, parser, cfg, values, option_string=None):
-        if not str(values).endswith((".yaml", ".yml")):
-            return super().__call__(parser, cfg, values, option_string)
-        named = None
-        for path in config_chain(values):
-            self.apply_config(parser, cfg, self.dest, str(path))
-            named = cfg.get("experiment") if cfg.get("experiment") != "default" else named
-            self.resolve_relative_paths(cfg, read_config(path), path.parent)
-        if "extends" in cfg:
-            cfg["extends"] = None  # applied: what remains is the resolved config
-        if "experiment" in cfg:
-            cfg["experiment"] = named or Path(values).stem
-
-    @staticmethod
-    def resolve_relative_paths(cfg, settings, folder):
-        for key in PATH_SETTINGS:
-            *parents, name = key.split(".")
-            node = settings
-            for part in parents:
-                node = node.get(part) if isinstance(node, dict) else None
-            value = node.get(name) if isinstance(node, dict) else None
-            if isinstance(value, str) and not Path(value).expanduser().is_absolute() and key in cfg:
-                cfg[key] = str(folder / value)
+# What every run shows and checks beyond its metrics: defaults of `trainer.callbacks` that a YAML can change (a list
+# there replaces them; `--trainer.callbacks+=X` adds to them). The run's mechanics (its folder, last.ckpt, random
+# state, preemption, predict's CSV) are the CLI's own, whatever the list.
+DEFAULT_CALLBACKS = [f"inception_next.training.callbacks.{name}" for name in (
+    "UnreadableFilesReport", "FirstBatchImages", "LayerScaleMagnitudes", "HParamsWithMetrics", "TrainingThroughput",
+    "AverageBatchNormAcrossRanks")]
 
 
 class CountingLimitsTrainer(L.Trainer):
@@ -156,7 +96,9 @@ def check_writable(folder, flag):
 
 class SaveFitConfig(SaveConfigCallback):
     """The resolved config in a fit's run folder (RunFolder's; evaluation commands make none), and, flattened, to
-    every logger other than TensorBoard (CSV, Weights & Biases, MLflow...) as its hyperparameters."""
+    every logger as the run's hyperparameters, once, as the fit begins (the module and the data module keep theirs
+    from Lightning's automatic logging): TensorBoard's with HParamsWithMetrics' metrics, which tie settings and
+    results together in its HPARAMS tab."""
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":
@@ -177,8 +119,11 @@ class SaveFitConfig(SaveConfigCallback):
             return {key: value for name, child in node.items()
                     for key, value in flat(child, f"{prefix}{name}.").items()}
 
+        shown = any(isinstance(callback, HParamsWithMetrics) for callback in trainer.callbacks)
         for logger in trainer.loggers:
-            if not isinstance(logger, TensorBoardLogger):
+            if isinstance(logger, TensorBoardLogger) and shown:
+                logger.log_hyperparams(flat(config), HParamsWithMetrics.placeholders())
+            else:
                 logger.log_hyperparams(flat(config))
 
 
@@ -217,7 +162,8 @@ class InceptionNeXtCLI(LightningCLI):
         parser.set_defaults({"trainer.default_root_dir": "logs", "checkpoint.monitor": "val/top1",
                              "checkpoint.mode": "max", "checkpoint.save_top_k": 1,
                              "checkpoint.auto_insert_metric_name": False,
-                             "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}"})
+                             "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}",
+                             "trainer.callbacks": [{"class_path": path} for path in DEFAULT_CALLBACKS]})
 
     def _settings(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -303,7 +249,7 @@ class InceptionNeXtCLI(LightningCLI):
         if self.subcommand == "predict":
             check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
         if self.subcommand == "fit" and self.resumed_run is not None:  # it writes there again
-            check_writable(self.resumed_run / "checkpoints", "checkpoint folder")
+            check_writable(checkpoint_folder(self.resumed_run), "checkpoint folder")
             remove_partial_saves(self.resumed_run)
         if self.subcommand == "fit":
             self._continue_logger_runs(settings)
@@ -333,10 +279,8 @@ class InceptionNeXtCLI(LightningCLI):
         # RunFolder first: its setup tells the checkpoint callbacks and the config where the run's folder is.
         callbacks = [RunFolder(self._experiment_dir(settings), self.resumed_run)]
         callbacks += list(configured) if isinstance(configured, list) else [configured]
-        callbacks += [UnreadableFilesReport(), FirstBatchImages(), LayerScaleMagnitudes(), HParamsWithMetrics(),
-                      TrainingThroughput(), AverageBatchNormAcrossRanks()]
         # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
-        callbacks += [LastCheckpoint(settings.save_every_n_steps), Preemption()]
+        callbacks += [LastCheckpoint(settings.save_every_n_steps), RandomStateInCheckpoints(), Preemption()]
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
         plugins = self.config_init[self.subcommand].trainer.plugins or []

@@ -1,9 +1,6 @@
 """The LightningModule: an image classifier around any registered backbone, with the paper's optimisation recipe."""
 
-import random
-
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.data import Mixup
@@ -33,6 +30,11 @@ class DivergenceError(UserError, RuntimeError):
 
 class RecipeError(UserError, ValueError):
     """Settings that cannot work together; the message names them and what was expected."""
+
+
+def peak_lr(lr_per_1024, global_batch):
+    """The paper's linear scaling rule: the peak learning rate for `global_batch` images per optimizer step."""
+    return lr_per_1024 * global_batch / 1024
 
 
 def parameter_groups(model, weight_decay, layer_decay=None):
@@ -86,7 +88,8 @@ class ImageClassifier(L.LightningModule):
                  ema_decay: float | None = None, layer_decay: float | None = None, grad_checkpointing: bool = False,
                  channels_last: bool = False, compile: bool = False, max_nonfinite_steps: int = 0):
         super().__init__()
-        self.save_hyperparameters()
+        # In checkpoints; the loggers get the whole resolved config once, from the CLI (cli.SaveFitConfig).
+        self.save_hyperparameters(logger=False)
         self.backbone = create_model(backbone, num_classes=num_classes,
                                      drop_path_rate=drop_path_rate, drop_rate=drop_rate, **(backbone_args or {}))
         if channels_last:
@@ -159,11 +162,11 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        peak_lr = h.lr_per_1024 * self.global_batch / 1024
-        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay, h.layer_decay), lr=peak_lr,
+        peak = peak_lr(h.lr_per_1024, self.global_batch)
+        optimizer = torch.optim.AdamW(parameter_groups(self.backbone, h.weight_decay, h.layer_decay), lr=peak,
                                       betas=h.betas, eps=h.eps)
         for group in optimizer.param_groups:  # layer-wise decay; timm's schedulers apply lr_scale the same way
-            group["lr"] = peak_lr * group.get("lr_scale", 1.0)
+            group["lr"] = peak * group.get("lr_scale", 1.0)
         epochs = self.trainer.max_epochs
         schedule = "constant"
         if h.sched is not None:
@@ -183,7 +186,7 @@ class ImageClassifier(L.LightningModule):
                         f"to {h.min_lr:g}{cooldown}, updated every {'epoch' if h.step_on_epochs else 'optimizer step'}")
         rank_zero_info(
             f"global batch {self.global_batch} = {h.batch_size} per device x {self.trainer.world_size} "
-            f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak_lr:.4g} "
+            f"device(s) x {self.trainer.accumulate_grad_batches} accumulation step(s); peak lr {peak:.4g} "
             f"(= {h.lr_per_1024:g} x {self.global_batch} / 1024); lr schedule: {schedule}")
         # Lightning does not step the schedule: the module sets the lr as a function of the epoch or the optimizer
         # step (so it is right wherever a run resumed) as training and each epoch start and after each batch, so that
@@ -219,7 +222,7 @@ class ImageClassifier(L.LightningModule):
             return self._nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", max(group["lr"] for group in self.trainer.optimizers[0].param_groups))  # the head's
-        return dict(loss=loss, inputs=images.detach())  # the batch as trained, after Mixup, for callbacks to show
+        return loss
 
     def _training_flops(self, images):
         """FLOPs of one training step on this batch: forward and backward, about 3 x 2 FLOPs per forward MAC.
@@ -238,27 +241,8 @@ class ImageClassifier(L.LightningModule):
                        f"{self.hparams.max_nonfinite_steps} allowed)")
         return None
 
-    # -- random state in checkpoints: a resumed run draws the same Mixup, drop path and dropout as an unbroken one --
-    def on_save_checkpoint(self, checkpoint):
-        version, python_state, gauss = random.getstate()
-        kind, keys, position, has_gauss, cached = np.random.get_state()
-        checkpoint["random_state"] = dict(
-            python=(version, torch.tensor(python_state), gauss), torch=torch.get_rng_state(),
-            numpy=(kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
-            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-
     def on_load_checkpoint(self, checkpoint):
         self.weights_from_pretrained = False  # the checkpoint holds the weights
-        state = checkpoint.get("random_state")
-        if state is None:
-            return
-        version, python_state, gauss = state["python"]
-        random.setstate((version, tuple(python_state.tolist()), gauss))
-        kind, keys, position, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.device_count() == len(state["cuda"]):
-            torch.cuda.set_rng_state_all(state["cuda"])
 
     def optimizer_step(self, *args, **kwargs):
         super().optimizer_step(*args, **kwargs)

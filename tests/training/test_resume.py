@@ -5,46 +5,20 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from expected_lr import official_lr, per_step_lr
+from small_runs import cli, read_records, run_flags, weights
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_recipes import official_lr
-from test_training import per_step_lr
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler
 from inception_next.data.readers import folders
 from inception_next.training.checkpoints import PARTIAL_SUFFIX, check_checkpoint
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
 from inception_next.training.module import ImageClassifier
-
-TESTS = Path(__file__).parent
-
-
-def run_flags(dataset, *extra):
-    """The demo recipe on the tiny dataset: 6 steps an epoch, every source of randomness on (RandAugment, Mixup,
-    drop path, EMA), last.ckpt every 2 steps, deterministic kernels."""
-    return ["--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(dataset), "--data.img_size", "32",
-            "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-            "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", "--trainer.deterministic", "true",
-            "--trainer.max_epochs", "2", "--model.drop_path_rate", "0.1", "--model.mixup", "0.8",
-            "--model.ema_decay", "0.9", "--save_every_n_steps", "2", "--trainer.log_every_n_steps", "1", *extra]
-
-
-def cli(args, cwd, check=True, env=None):
-    env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0 or not check, done.stderr[-3000:]
-    return done
-
-
-def weights(checkpoint):
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def test_sampler_order_depends_on_seed_and_epoch_and_resumes_mid_epoch():
@@ -90,12 +64,6 @@ def test_augmentation_depends_on_the_sample_seed_only(tiny_dataset):
     torch.manual_seed(1)
     dataset[(5, 1234)]
     assert (random.random(), np.random.rand(), torch.rand(1)) == before  # loading a sample draws from no caller RNG
-
-
-def read_records(path):
-    """RecordBatches' lines: [(epoch, batch index, batch digest, lr)]."""
-    rows = [line.split() for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
-    return [(int(epoch), int(index), digest, float(lr)) for epoch, index, digest, lr in rows]
 
 
 # 3 epochs; two ways to train them:

@@ -5,17 +5,16 @@ import csv
 import os
 import stat
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from small_runs import TESTS, small_run
 
 from inception_next.tools import report, sweep
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 from inception_next.training.runs import scalars
-
-TESTS = Path(__file__).parent
 
 
 def experiments(folder):
@@ -28,9 +27,8 @@ def experiments(folder):
 
 
 def tiny_flags(dataset, logs):
-    return ["--data.root", str(dataset), "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers",
-            "0", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--save_every_n_steps", "2",
-            "--trainer.default_root_dir", str(logs)]
+    return small_run(dataset, "--trainer.max_epochs", "1", "--save_every_n_steps", "2", "--trainer.default_root_dir",
+                     str(logs))
 
 
 @pytest.mark.slow

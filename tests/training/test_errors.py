@@ -5,15 +5,10 @@ import sys
 
 import pytest
 import torch
+from small_runs import demo_run
 
 from inception_next.data import demo as demo_data
-from inception_next.training.cli import EXPERIMENTS, main
-
-
-def demo_flags(dataset, *extra):
-    return ["--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(dataset), "--data.img_size", "32",
-            "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-            "--trainer.enable_progress_bar", "false", *extra]
+from inception_next.training.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def one_class_dataset(tmp_path_factory):
 def test_a_bad_setting_is_one_line(flags, code, message, tiny_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["fit", *demo_flags(tiny_dataset, *flags)])
+        main(["fit", *demo_run(tiny_dataset, *flags)])
     assert stopped.value.code == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(message), err
@@ -46,7 +41,7 @@ def test_a_bad_setting_is_one_line(flags, code, message, tiny_dataset, tmp_path,
 def test_a_dataset_of_one_class_is_one_line(one_class_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["fit", *demo_flags(one_class_dataset)])
+        main(["fit", *demo_run(one_class_dataset)])
     assert stopped.value.code == 1
     train = one_class_dataset / "train"
     assert capsys.readouterr().err.strip() == (f"error: {train}: 1 class folder(s) ['circle']; expected at least 2, "
@@ -54,7 +49,7 @@ def test_a_dataset_of_one_class_is_one_line(one_class_dataset, tmp_path, monkeyp
 
 
 def test_a_wrong_type_prints_no_usage_dump(tiny_dataset, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "inception_next", "fit", *demo_flags(tiny_dataset),
+    done = subprocess.run([sys.executable, "-m", "inception_next", "fit", *demo_run(tiny_dataset),
                            "--model.lr_per_1024", "abc"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --model.lr_per_1024 abc: expected float"
@@ -64,7 +59,7 @@ def test_a_wrong_type_prints_no_usage_dump(tiny_dataset, tmp_path):
 def test_an_integer_batch_limit_counts_batches(limit, batches, tiny_dataset, tmp_path, monkeypatch, capsys):
     """As Lightning documents: an int is a number of batches, a float a fraction of the epoch (6 batches here)."""
     monkeypatch.chdir(tmp_path)
-    main(["fit", *demo_flags(tiny_dataset, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", limit,
+    main(["fit", *demo_run(tiny_dataset, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", limit,
                              "--trainer.limit_val_batches", "0", "--save_every_n_steps", "null")])
     last = next((tmp_path / "logs/demo").rglob("last.ckpt"))
     assert torch.load(last, weights_only=False)["global_step"] == batches

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_resume import cli, run_flags
+from small_runs import cli, run_flags
 
 pytestmark = pytest.mark.slow  # real processes: an MLflow server, W&B runs
 

@@ -4,16 +4,15 @@ import csv
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from small_runs import TESTS
 
-from inception_next.training.cli import EXPERIMENTS
+from inception_next.training.config import EXPERIMENTS
 
 pytestmark = pytest.mark.slow  # real processes: DDP ranks
 
-TESTS = Path(__file__).parent
 
 
 def test_a_plain_trainer_under_ddp_trains_each_sample_once(tiny_dataset, tmp_path):

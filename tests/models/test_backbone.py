@@ -14,7 +14,8 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from inception_next import create_model
 from inception_next.tools.export import main as export
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import parameter_groups
 
 

@@ -3,10 +3,12 @@
 import os
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def test_hparams_tab_holds_settings_and_final_metrics(events):
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert hparams["backbone"].string_value == "inception_next_atto"
-    assert hparams["lr_per_1024"].number_value == pytest.approx(3.2e-2)
+    assert hparams["model.backbone"].string_value == "inception_next_atto"
+    assert hparams["model.lr_per_1024"].number_value == pytest.approx(3.2e-2)
     assert "data.img_size" in hparams
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"hp/val/top1", "hp/val/top5", "hp/val/loss",
@@ -61,3 +63,30 @@ def test_hparams_tab_holds_settings_and_final_metrics(events):
     final = events.Scalars("hp/val/top1")[-1].value
     assert final == pytest.approx(events.Scalars("val/top1")[-1].value)
     assert events.Scalars("hp/best_val/top1")[-1].value == max(e.value for e in events.Scalars("val/top1"))
+
+
+def test_the_default_callbacks_are_defaults_a_yaml_replaces(tiny_dataset, tmp_path, capsys):
+    """The callbacks that show a run (layer scales, the first batch, throughput, the HPARAMS tab...) are
+    `trainer.callbacks` defaults, listed by --print_config; a YAML's own list replaces them, while the run's
+    mechanics (its folder, last.ckpt) stay."""
+    flags = ["--data.root", str(tiny_dataset), "--trainer.default_root_dir", str(tmp_path / "logs")]
+    with pytest.raises(SystemExit):
+        main(["fit", *flags, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert [c["class_path"].rsplit(".", 1)[-1] for c in printed["trainer"]["callbacks"]] == [
+        "UnreadableFilesReport", "FirstBatchImages", "LayerScaleMagnitudes", "HParamsWithMetrics",
+        "TrainingThroughput", "AverageBatchNormAcrossRanks"]
+    own = tmp_path / "own.yaml"
+    own.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\ntrainer:\n  callbacks:\n"
+                   "  - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n")
+    main(["fit", "--config", str(own), *flags, "--data.img_size", "32", "--data.batch_size", "4",
+          "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+          "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1"])
+    run = tmp_path / "logs" / "own" / "version_0"
+    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert any(tag.startswith("lr-AdamW") for tag in tags) and "train/loss" in tags
+    assert not any(tag.startswith(("layer_scale/", "train/device/", "hp/")) for tag in tags), tags
+    assert accumulator.Tags()["images"] == []
+    assert (run / "checkpoints" / "last.ckpt").is_file()

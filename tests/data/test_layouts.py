@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tarfile
 import warnings
-from pathlib import Path
 
 import imagenet_layouts
 import pyarrow as pa
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from imagenet_layouts import WNIDS, hf_schema, write_all
-from test_resume import cli, read_records, run_flags, weights
+from small_runs import TESTS, cli, read_records, run_flags, weights
 
 from inception_next.data import (
     DatasetError,
@@ -33,10 +32,10 @@ from inception_next.data import (
 from inception_next.data import prepare as prepare_module
 from inception_next.data.prepare import prepare
 from inception_next.data.readers import archives
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 
 READABLE = ("folders", "kaggle", "parquet", "webdataset")
-TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")

@@ -210,7 +210,8 @@ def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_datase
         register,
     )
     from inception_next.tools import benchmark
-    from inception_next.training.cli import EXPERIMENTS, main
+    from inception_next.training.cli import main
+    from inception_next.training.config import EXPERIMENTS
 
     register("inception_next_pico", Variant(MetaNeXt, dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))))
     try:

@@ -1,18 +1,18 @@
 """The experiment YAMLs hold the official recipes: every setting, and the lr the schedule really sets each epoch."""
 
-import math
 from pathlib import Path
 
 import lightning as L
 import pytest
+from expected_lr import official_lr
 from interruptions import RecordLR
 
 from inception_next.data import ImageNetDataModule
 from inception_next.tools import recipes
-from inception_next.training.cli import EXPERIMENTS
+from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import ImageClassifier
 
-DOCS = Path(__file__).parent.parent / "docs" / "recipes.md"
+DOCS = Path(__file__).parents[2] / "docs" / "recipes.md"
 SCHEDULE = ("lr_per_1024", "sched", "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "step_on_epochs")
 
 
@@ -31,16 +31,6 @@ def test_the_only_value_that_differs_is_the_documented_precision():
 
 def test_docs_recipes_md_is_generated_from_the_yamls():
     assert DOCS.read_text() == recipes.markdown(), "regenerate: python -m inception_next.tools.recipes > docs/recipes.md"
-
-
-def official_lr(epoch, peak, warmup_epochs, warmup_lr, min_lr, cosine_epochs):
-    """timm 0.6.11's CosineLRScheduler as the official train.py steps it (PAPER.md): the warmup replaces the start
-    of a cosine over `cosine_epochs`, then min_lr for the cooldown."""
-    if epoch < warmup_epochs:
-        return warmup_lr + epoch * (peak - warmup_lr) / warmup_epochs
-    if epoch >= cosine_epochs:
-        return min_lr
-    return min_lr + (peak - min_lr) * (1 + math.cos(math.pi * epoch / cosine_epochs)) / 2
 
 
 def distinct_schedules():

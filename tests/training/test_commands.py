@@ -5,21 +5,17 @@ import re
 import pytest
 import torch
 import yaml
+from small_runs import demo_run
 
 from inception_next import create_model
 from inception_next.tools.export import main as export
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 from inception_next.training.runs import finished_runs, scalars
 
 
-def demo(dataset, *extra):
-    return ["--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(dataset), "--data.img_size", "32",
-            "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-            "--trainer.enable_progress_bar", "false", *extra]
-
-
 def one_epoch(dataset, *extra):
-    return demo(dataset, "--trainer.max_epochs", "1", "--save_every_n_steps", "null", *extra)
+    return demo_run(dataset, "--trainer.max_epochs", "1", "--save_every_n_steps", "null", *extra)
 
 
 @pytest.fixture
@@ -42,25 +38,25 @@ def test_a_second_fit_leaves_the_first_runs_checkpoints_intact(two_fits):
 
 def test_ckpt_path_last_and_best_pick_the_newest_run_and_name_it(two_fits, tiny_dataset, caplog, capsys):
     experiment, _ = two_fits
-    main(["validate", *demo(tiny_dataset, "--ckpt_path", "best")])
+    main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "best")])
     best = next((experiment / "version_1/checkpoints").glob("best-*.ckpt"))
     assert f"--ckpt_path best: {best}" in caplog.text
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"val/loss \d\.\d{4}  val/top1 \d\.\d{4}  val/top5 \d\.\d{4}", printed), printed
-    main(["validate", *demo(tiny_dataset, "--ckpt_path", "last")])
+    main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "last")])
     assert f"--ckpt_path last: {experiment / 'version_1/checkpoints/last.ckpt'}" in caplog.text
 
 
 def test_evaluation_commands_make_no_run_folder(two_fits, tiny_dataset, tmp_path, capsys):
     experiment, _ = two_fits
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    main(["validate", *demo(tiny_dataset, "--ckpt_path", "best")])
-    main(["test", *demo(tiny_dataset, "--ckpt_path", "best")])
-    main(["predict", *demo(tiny_dataset, "--ckpt_path", "best", "--data.predict_root", str(tiny_dataset / "val"),
+    main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "best")])
+    main(["test", *demo_run(tiny_dataset, "--ckpt_path", "best")])
+    main(["predict", *demo_run(tiny_dataset, "--ckpt_path", "best", "--data.predict_root", str(tiny_dataset / "val"),
                            "--predict_csv", str(tmp_path / "out/predictions.csv"))])
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"predictions: {tmp_path / 'out/predictions.csv'}"
     with pytest.raises(SystemExit):
-        main(["validate", *demo(tiny_dataset, "--ckpt_path", "nowhere.ckpt")])
+        main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "nowhere.ckpt")])
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "out"))
     assert after == before
     # what notebooks/runs.ipynb reads: the newest run of each experiment, with its curves
@@ -71,13 +67,13 @@ def test_evaluation_commands_make_no_run_folder(two_fits, tiny_dataset, tmp_path
 def test_evaluating_without_a_checkpoint_says_the_weights_are_untrained(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="validate without --ckpt_path or --model.pretrained: these are untrained"):
-        main(["validate", *demo(tiny_dataset)])
+        main(["validate", *demo_run(tiny_dataset)])
 
 
 def test_ckpt_path_best_without_a_run_is_one_line(tiny_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["validate", *demo(tiny_dataset, "--ckpt_path", "best")])
+        main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "best")])
     assert stopped.value.code == 1
     assert capsys.readouterr().err.strip() == (f"error: --ckpt_path best: no checkpoint under {tmp_path}/logs/demo; "
                                                "expected a finished `fit` of experiment 'demo' there")
@@ -120,11 +116,11 @@ def test_a_fine_tuned_runs_checkpoints_stand_without_the_weights_file(tiny_datas
     for prefix in ("backbone.", "ema.module."):
         assert torch.allclose(trained[f"{prefix}stem.0.weight"], start.stem[0].weight, atol=0.01), prefix
     released.unlink()
-    main(["validate", *demo(tiny_dataset, "--ckpt_path", "last")])
-    main(["predict", *demo(tiny_dataset, "--ckpt_path", "last", "--data.predict_root", str(tiny_dataset / "val"),
+    main(["validate", *demo_run(tiny_dataset, "--ckpt_path", "last")])
+    main(["predict", *demo_run(tiny_dataset, "--ckpt_path", "last", "--data.predict_root", str(tiny_dataset / "val"),
                            "--predict_csv", str(tmp_path / "predictions.csv"))])
     assert export(["--ckpt_path", str(last), "--output", str(tmp_path / "model.onnx")]) < 1e-4
-    main(["fit", *demo(tiny_dataset, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1",
+    main(["fit", *demo_run(tiny_dataset, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "1",
                        "--ckpt_path", "last")])
     assert torch.load(last, weights_only=False)["global_step"] == 2
     assert "no such file" not in capsys.readouterr().err

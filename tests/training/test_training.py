@@ -7,10 +7,13 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from expected_lr import per_step_lr
 from interruptions import RecordLR
+from small_runs import small_run as small_cpu_run
 
 from inception_next.data import ImageNetDataModule
-from inception_next.training.cli import EXPERIMENTS, main
+from inception_next.training.cli import main
+from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import ImageClassifier, parameter_groups
 from inception_next.training.runs import scalars
 
@@ -18,10 +21,8 @@ EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "r
 
 
 def small_run(dataset, *extra):
-    """Flags that point any experiment at the tiny generated dataset with small inputs on the CPU."""
-    return ["--data.root", str(dataset), "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
-            "--trainer.precision", "32-true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            "--trainer.enable_progress_bar", "false", "--model.pretrained", "null", *extra]
+    """Any experiment, small, in fp32 and from scratch."""
+    return small_cpu_run(dataset, "--trainer.precision", "32-true", "--model.pretrained", "null", *extra)
 
 
 def test_every_experiment_is_found():
@@ -47,15 +48,6 @@ def test_every_experiment_prints_its_config(config, capsys):
     assert stopped.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["backbone"] and printed["extends"] is None  # the chain is applied, not left to read
-
-
-def per_step_lr(step, peak, warmup_steps, warmup_lr, min_lr, cosine_steps):
-    """timm's cosine schedule stepped every optimizer step: the warmup replaces the cosine's first steps."""
-    if step < warmup_steps:
-        return warmup_lr + step * (peak - warmup_lr) / warmup_steps
-    if step >= cosine_steps:
-        return min_lr
-    return min_lr + (peak - min_lr) * (1 + math.cos(math.pi * step / cosine_steps)) / 2
 
 
 def tiny_trainer(tmp_path, **kwargs):

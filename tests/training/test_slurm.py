@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from slurm_cluster import Cluster, missing_tools
-from test_resume import TESTS, run_flags
+from small_runs import TESTS, run_flags
 
 from inception_next.training.runs import FINISHED, scalars
 
