@@ -2,6 +2,7 @@
 process, and readers of what a run leaves behind. Test files in any folder import it (pyproject's `pythonpath`)."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,42 @@ def read_records(path):
 
 def weights(checkpoint):
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def resumes_exactly(root, tmp_path, *flags):
+    """Train on `root` unbroken without loader workers, then again killed (SIGKILL) at step 3, just after the first
+    epoch's end, and resumed each time with `--ckpt_path last` and 2 loader workers: the resumed run trains the
+    unbroken run's batches with its lr, to weights within 1e-6."""
+    flags = run_flags(root, *flags, "--trainer.limit_train_batches", "4", "--data.shuffle_window", "8",
+                      "--trainer.callbacks+=interruptions.RecordBatches")
+    unbroken = tmp_path / "unbroken"
+    unbroken.mkdir()
+    cli(["fit", *flags, f"--trainer.callbacks.path={unbroken / 'batches.txt'}"], cwd=unbroken)
+    expected = read_records(unbroken / "batches.txt")
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    trained = {}
+    for moment in ("step:3", "epoch_end:0", None):
+        record = resumed / "batches.txt"
+        record.unlink(missing_ok=True)
+        kill = ["--trainer.callbacks+=interruptions.KillAt", f"--trainer.callbacks.moment={moment}"] if moment else []
+        done = cli(["fit", *flags, f"--trainer.callbacks.path={record}", "--data.num_workers", "2", "--ckpt_path",
+                    "last", *kill], cwd=resumed, check=moment is None)
+        assert done.returncode == (-signal.SIGKILL if moment else 0), done.stderr[-2000:]
+        trained.update({(e, i): (e, i, d, lr) for e, i, d, lr in read_records(record)})
+    assert [trained[key] for key in sorted(trained)] == expected
+    final = weights(unbroken / "logs/demo/version_0/checkpoints/last.ckpt")
+    after = weights(resumed / "logs/demo/version_0/checkpoints/last.ckpt")
+    assert max((final[k].double() - after[k].double()).abs().max().item() for k in final) < 1e-6
+
+
+def ranks_split_the_data(root, tmp_path):
+    """2 DDP ranks of a plain Trainer (plain_trainer_ddp.py) on the 24 + 12 images at `root`: each trains a disjoint
+    half of the training split, and together they validate every validation image once."""
+    done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(root), str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 12 and sorted(ranks[0] + ranks[1]) == list(range(24))
+    validated = [int(i) for r in range(2) for i in (tmp_path / f"rank{r}_val.txt").read_text().split()]
+    assert sorted(validated) == list(range(12))

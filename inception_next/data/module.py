@@ -29,6 +29,7 @@ from ..training.preemption import ignore_job_signals
 from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError
+from .object_store import is_url
 from .sampler import ResumableSampler
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
@@ -54,8 +55,10 @@ class ImageNetDataModule(L.LightningDataModule):
 
     Args:
         root: the dataset, in any layout of `readers` (class folders, Kaggle's download, Hugging Face parquet,
-            WebDataset shards); null for the generated demo dataset.
-        format: the layout's name (folders, kaggle, parquet, webdataset); default: recognised from what is there.
+            WebDataset shards, LitData chunks in a folder or at s3://bucket/prefix); null for the generated demo
+            dataset.
+        format: the layout's name (folders, kaggle, parquet, webdataset, litdata); default: recognised from what is
+            there.
         img_size: training and evaluation resolution.
         crop_pct: evaluation resizes to img_size / crop_pct, then centre-crops; default 0.875, or 1.0 from 384 px.
         batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
@@ -96,7 +99,7 @@ class ImageNetDataModule(L.LightningDataModule):
             raise DatasetError(f"data.format {format!r}: expected one of {', '.join(readers.READABLE)} (the official "
                                "archives go through `python -m inception_next prepare` first)")
         self.demo = root is None
-        self.root = demo.default_root() if self.demo else Path(root).expanduser()
+        self.root = demo.default_root() if self.demo else root if is_url(root) else Path(root).expanduser()
         self.img_size = img_size
         self.crop_pct = crop_pct if crop_pct is not None else default_crop_pct(img_size)
         self.batch_size = batch_size

@@ -1,19 +1,24 @@
-"""Writing a dataset in a layout the readers read: class folders, Hugging Face parquet, WebDataset shards. Used by
-`prepare`; every file appears whole or not at all (written beside its place, then renamed), and a file already there
+"""Writing a dataset in a layout the readers read: class folders, Hugging Face parquet, WebDataset shards, LitData
+chunks (to a folder or object storage). Used by `prepare`; every file appears whole or not at all (written beside its place, then renamed), and a file already there
 is kept, so an interrupted run resumes where it stopped and never writes a sample twice."""
 
 import io
 import json
 import os
+import shutil
 import tarfile
+import tempfile
+import weakref
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .object_store import Bucket, is_url, require_litdata
+
 PARTIAL = ".partial"
 ROW_GROUP = 100  # rows per parquet row group, as Hugging Face writes image datasets
-SPLIT_NAMES = {"folders": {"train": "train", "val": "val"},
+SPLIT_NAMES = {"folders": {"train": "train", "val": "val"}, "litdata": {"train": "train", "val": "val"},
                "parquet": {"train": "train", "val": "validation"},
                "webdataset": {"train": "train", "val": "validation"}}
 
@@ -129,4 +134,62 @@ class WebDatasetWriter(ShardWriter):
         write_whole(info_path, lambda file: file.write(json.dumps(info, indent=1).encode()))
 
 
-WRITERS = {"folders": FolderWriter, "parquet": ParquetWriter, "webdataset": WebDatasetWriter}
+
+class LitDataWriter:
+    """LitData chunks of `shard_size` samples under DEST/<split>/ (DEST a folder or s3://bucket/prefix), the class
+    names in DEST/classes.json: LitData's own writer fills a staging folder, each finished chunk is moved (or
+    uploaded) into place, and the split's index.json comes last, so that a split is whole exactly when its index is
+    there. A rerun skips a whole split and writes an unfinished one again (its chunks replaced, never added to)."""
+
+    def __init__(self, dest, split, classes, total=None, shard_size=1000):
+        require_litdata(f"DEST {dest}")
+        from litdata.streaming.writer import BinaryWriter
+
+        self.bucket = Bucket(dest, "DEST") if is_url(dest) else None
+        self.dest, self.split = dest, split
+        self.labels = {name: label for label, name in enumerate(classes)}
+        self.complete = self._exists(f"{split}/index.json")
+        self.writer = None
+        if self.complete:
+            return
+        self._put("classes.json", json.dumps(list(classes)).encode())
+        self.staging = Path(tempfile.mkdtemp(prefix=f"inception-next-litdata-{split}-"))  # a chunk at a time
+        weakref.finalize(self, shutil.rmtree, self.staging, True)  # interrupted or not
+        self.writer = BinaryWriter(str(self.staging), chunk_size=shard_size)
+
+    def _exists(self, name):
+        return self.bucket.exists(name) if self.bucket else (Path(self.dest) / name).is_file()
+
+    def _put(self, name, data):
+        if self.bucket:
+            self.bucket.write(name, data)
+        else:
+            write_whole(Path(self.dest) / name, lambda file: file.write(data))
+
+    def _ship(self, path):
+        name = f"{self.split}/{Path(path).name}"
+        if self.bucket:
+            self.bucket.upload(path, name)
+        else:
+            write_whole(Path(self.dest) / name, lambda file: file.write(Path(path).read_bytes()))
+        Path(path).unlink()
+
+    def done(self, number):
+        return self.complete
+
+    def add(self, number, wnid, filename, read):
+        finished = self.writer.add_item(number, {"image": read(), "label": self.labels[wnid], "name": filename})
+        if finished:
+            self._ship(finished)
+        return True
+
+    def close(self):
+        if self.writer is None:
+            return
+        for path in self.writer.done():
+            self._ship(path)
+        self.writer.merge()
+        self._ship(self.staging / "index.json")
+
+WRITERS = {"folders": FolderWriter, "parquet": ParquetWriter, "webdataset": WebDatasetWriter,
+           "litdata": LitDataWriter}

@@ -44,6 +44,11 @@ def config_chain(path, seen=()):
     return (config_chain(path.parent / base, seen + (path,)) if base else []) + [path]
 
 
+def is_absolute(value):
+    """A path that needs no folder to mean one place: absolute, or a URL (s3://bucket/prefix)."""
+    return "://" in value or Path(value).expanduser().is_absolute()
+
+
 class ActionExperimentConfig(ActionConfigFile):
     """`-c/--config FILE`: FILE's `extends` chain applied base first, then the run named after FILE (unless a later
     flag or the file itself names it). A value that is not a .yaml/.yml path is a YAML string, as in LightningCLI."""
@@ -69,5 +74,5 @@ class ActionExperimentConfig(ActionConfigFile):
             for part in parents:
                 node = node.get(part) if isinstance(node, dict) else None
             value = node.get(name) if isinstance(node, dict) else None
-            if isinstance(value, str) and not Path(value).expanduser().is_absolute() and key in cfg:
+            if isinstance(value, str) and not is_absolute(value) and key in cfg:
                 cfg[key] = str(folder / value)

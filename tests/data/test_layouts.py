@@ -6,9 +6,6 @@ import io
 import json
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tarfile
 import warnings
 
@@ -18,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from imagenet_layouts import WNIDS, hf_schema, write_all
-from small_runs import TESTS, cli, read_records, run_flags, weights
+from small_runs import ranks_split_the_data, resumes_exactly, run_flags
 
 from inception_next.data import (
     DatasetError,
@@ -153,7 +150,8 @@ def interrupt_after(monkeypatch, files):
     return monkeypatch.undo
 
 
-@pytest.mark.parametrize("to, stop_after", [("folders", 7), ("folders", 30), ("parquet", 2), ("webdataset", 1)])
+@pytest.mark.parametrize("to, stop_after", [("folders", 7), ("folders", 30), ("parquet", 2), ("webdataset", 1),
+                                            ("litdata", 1)])
 def test_prepare_interrupted_and_rerun_finishes_without_writing_twice(to, stop_after, layouts, tmp_path,
                                                                       monkeypatch):
     source, reference = layouts["archives" if to == "folders" else "folders"], tmp_path / "reference"
@@ -164,13 +162,20 @@ def test_prepare_interrupted_and_rerun_finishes_without_writing_twice(to, stop_a
     restore()
     assert not list((tmp_path / "out").rglob(f"*{writers.PARTIAL}"))  # nothing half-written passes for a file
     prepare(source, tmp_path / "out", to=to, shard_size=10)
-    made = {str(p.relative_to(tmp_path / "out")): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+    assert written(tmp_path / "out") == written(reference)
+
+
+def written(root):
+    """{relative path: content} of what prepare wrote, but its marker and the time LitData stamps its index with."""
+    def content(path):
+        if path.name != "index.json":
+            return path.read_bytes()
+        return {key: value for key, value in json.loads(path.read_bytes()).items() if key != "updated_at"}
+    return {str(p.relative_to(root)): content(p) for p in root.rglob("*")
             if p.is_file() and p.name != prepare_module.MARKER}
-    assert made == {str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*")
-                    if p.is_file() and p.name != prepare_module.MARKER}
 
 
-@pytest.mark.parametrize("to", ("parquet", "webdataset"))
+@pytest.mark.parametrize("to", ("parquet", "webdataset", "litdata"))
 def test_shards_prepare_writes_read_back_as_the_folders(to, layouts, tmp_path):
     prepare(layouts["folders"], tmp_path / to, to=to, shard_size=10)
     data = ImageNetDataModule(root=str(tmp_path / to), classes=WNIDS)
@@ -392,40 +397,13 @@ def test_fit_and_predict_run_on_each_layout(layout, layouts, tmp_path, monkeypat
 def test_a_run_killed_mid_epoch_resumes_exactly_with_loader_workers(layout, layouts, tmp_path):
     """Killed at step 3 (after the step-2 save) and at the first epoch's end; resumed with 2 workers each time:
     the batches, lr and weights of an unbroken run without workers."""
-    root = layouts[layout]
-    flags = run_flags(root, "--data.classes", str(WNIDS), "--trainer.limit_train_batches", "4",
-                      "--data.shuffle_window", "8", "--trainer.callbacks+=interruptions.RecordBatches")
-    unbroken = tmp_path / "unbroken"
-    unbroken.mkdir()
-    cli(["fit", *flags, f"--trainer.callbacks.path={unbroken / 'batches.txt'}"], cwd=unbroken)
-    expected = read_records(unbroken / "batches.txt")
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    trained = {}
-    for moment in ("step:3", "epoch_end:0", None):
-        record = resumed / "batches.txt"
-        record.unlink(missing_ok=True)
-        kill = ["--trainer.callbacks+=interruptions.KillAt", f"--trainer.callbacks.moment={moment}"] if moment else []
-        done = cli(["fit", *flags, f"--trainer.callbacks.path={record}", "--data.num_workers", "2", "--ckpt_path",
-                    "last", *kill], cwd=resumed, check=moment is None)
-        assert done.returncode == (-signal.SIGKILL if moment else 0), done.stderr[-2000:]
-        trained.update({(e, i): (e, i, d, lr) for e, i, d, lr in read_records(record)})
-    assert [trained[key] for key in sorted(trained)] == expected
-    final = weights(unbroken / "logs/demo/version_0/checkpoints/last.ckpt")
-    after = weights(resumed / "logs/demo/version_0/checkpoints/last.ckpt")
-    assert max((final[k].double() - after[k].double()).abs().max().item() for k in final) < 1e-6
+    resumes_exactly(layouts[layout], tmp_path, "--data.classes", str(WNIDS))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ("parquet", "webdataset"))
 def test_ddp_ranks_train_disjoint_samples_and_validate_each_once(layout, layouts, tmp_path):
-    done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(layouts[layout]), str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == 12 and sorted(ranks[0] + ranks[1]) == list(range(24))
-    validated = [int(i) for r in range(2) for i in (tmp_path / f"rank{r}_val.txt").read_text().split()]
-    assert sorted(validated) == list(range(12))
+    ranks_split_the_data(layouts[layout], tmp_path)
 
 
 def test_an_unreadable_validation_sample_stops_validate_with_one_line_from_a_loader_worker(layouts, tmp_path,
