@@ -7,15 +7,18 @@ seeds) cost on top of the work PIL and timm do anyway.
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
     python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
     python -m inception_next benchmark-data --layouts --img-size 224   # photo-sized JPEGs in every layout
+    python -m inception_next benchmark-data --root s3://bucket/imagenet   # LitData chunks from object storage
 
 The measured worker gets what worker 1 of `--loader-workers` gets in training: every that-many-th batch of the
 epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline runs in one
 DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows all alike,
-and the median round is reported.
+and the median round is reported. From object storage, every round of ours starts with an empty chunk cache, as a
+first epoch does: it measures downloading the chunks too.
 """
 
 import argparse
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -33,9 +36,10 @@ from ..data import (
     ResumableSampler,
     demo,
 )
+from ..data.object_store import is_url
 from ..data.prepare import prepare
 
-LAYOUTS = ("folders", "parquet", "webdataset")
+LAYOUTS = ("folders", "parquet", "webdataset", "litdata")
 
 
 def bare_timm_transform(data, train):
@@ -75,6 +79,22 @@ def _images_per_second(dataset, indices, batch_size):
     return count / (time.perf_counter() - start)
 
 
+def _images_per_second_cold(dataset, indices, batch_size, remote):
+    """As _images_per_second; from object storage, with a chunk cache of its own that starts empty."""
+    if not remote:
+        return _images_per_second(dataset, indices, batch_size)
+    previous = os.environ.get("XDG_CACHE_HOME")
+    with tempfile.TemporaryDirectory(prefix="benchmark-data-cache-") as cache:
+        os.environ["XDG_CACHE_HOME"] = cache  # read by the worker process the loader starts
+        try:
+            return _images_per_second(dataset, indices, batch_size)
+        finally:
+            if previous is None:
+                os.environ.pop("XDG_CACHE_HOME")
+            else:
+                os.environ["XDG_CACHE_HOME"] = previous
+
+
 def worker_share(sampler, batch_size, workers, images):
     """The (index, seed) pairs worker 1 of `workers` loads: batches 0, workers, 2 x workers, ... of the order."""
     order = list(sampler)
@@ -93,10 +113,11 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
         order = ResumableSampler(len(ours), seed=0, shuffle=train, blocks=ours.reader.blocks,
                                  window=module.hparams.shuffle_window)
         share = worker_share(order, batch_size, workers if train else 1, images)
-        bare = BareImages([ours.reader.read(index) for index, _ in share], bare_timm_transform(module, train))
+        prefetch = module.reader(split)  # another reader: ours opens its own in its worker
+        bare = BareImages([prefetch.read(index) for index, _ in share], bare_timm_transform(module, train))
         rows.append((module, ours, share, bare))
-    timings = [[(_images_per_second(ours, share, batch_size),
-                 _images_per_second(bare, list(range(len(share))), batch_size)) for _, ours, share, bare in rows]
+    timings = [[(_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root)),
+                 _images_per_second(bare, list(range(len(share))), batch_size)) for module, ours, share, bare in rows]
                for _ in range(rounds)]
     results = []
     for column, (module, *_) in enumerate(rows):
@@ -127,7 +148,8 @@ def parse(argv):
 
 
 def layouts_of_photographs(count, folder):
-    """`count` photograph-like JPEGs a split in class folders, and the same files as parquet and WebDataset."""
+    """`count` photograph-like JPEGs a split in class folders, and the same files as parquet, WebDataset and LitData
+    chunks."""
     folders = demo.write_photographs(folder / "folders", count)
     for layout in LAYOUTS[1:]:
         prepare(folders, folder / layout, to=layout, shard_size=max(1, count // 4))
@@ -136,7 +158,7 @@ def layouts_of_photographs(count, folder):
 
 def main(argv=None):
     args = parse(argv)
-    if args.root is not None and not Path(args.root).expanduser().exists():
+    if args.root is not None and not is_url(args.root) and not Path(args.root).expanduser().exists():
         raise SystemExit(f"error: --root {args.root}: no such folder; expected a dataset in any layout the data "
                          "module reads")
     settings = dict(img_size=args.img_size, auto_augment=args.auto_augment, batch_size=args.batch_size, seed=0)

@@ -61,8 +61,9 @@ def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
 
     rows = benchmark_data(["--layouts", "--img-size", "32", "--images", "4", "--rounds", "1", "--batch-size", "2",
                            "--loader-workers", "2"])
+    layouts = ("folders", "parquet", "webdataset", "litdata")
     assert [(r["layout"], r["transform"]) for r in rows] == [(layout, transform) for transform in ("train", "eval")
-                                                             for layout in ("folders", "parquet", "webdataset")]
+                                                             for layout in layouts]
     assert all(r["ours_img_s"] > 0 for r in rows)
 
 
