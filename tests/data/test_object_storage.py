@@ -3,6 +3,7 @@
 (wrong credentials, an absent bucket, no server) one line each."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from imagenet_layouts import WNIDS, write_all
 from small_runs import ranks_split_the_data, resumes_exactly
 
-from inception_next.data import DatasetError, ImageNetDataModule
+from inception_next.data import DatasetError, ImageNetDataModule, object_store
 from inception_next.data.prepare import prepare
 from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
@@ -150,3 +151,39 @@ def test_wrong_credentials_an_absent_bucket_and_no_server_are_one_line_each(uplo
 def test_prepare_refuses_a_prefix_holding_another_dataset(uploaded, layouts, aws):
     with pytest.raises(DatasetError, match="DEST s3://imagenet/tiny: holds a prepare of .*folders"):
         prepare(layouts["parquet"], uploaded)
+
+
+def objects(prefix):
+    """{name: content} under s3://imagenet/<prefix>/, LitData's index without the time it stamps it with."""
+    client = boto3.client("s3")
+    found = {}
+    for item in client.list_objects_v2(Bucket="imagenet", Prefix=f"{prefix}/").get("Contents", []):
+        name, data = item["Key"][len(prefix) + 1:], client.get_object(Bucket="imagenet", Key=item["Key"])["Body"].read()
+        if name.endswith("index.json"):
+            data = {key: value for key, value in json.loads(data).items() if key != "updated_at"}
+        found[name] = data
+    return found
+
+
+class Stopped(BaseException):
+    """As a Ctrl-C would."""
+
+
+def test_prepare_to_s3_interrupted_and_rerun_finishes_as_an_uninterrupted_one(uploaded, layouts, aws, monkeypatch):
+    real, uploads = object_store.Bucket.upload, []
+
+    def upload_then_stop(self, path, name):
+        uploads.append(name)
+        if len(uploads) == 3:  # train's chunks 0 and 1 are up; chunk 2 and the index are not
+            raise Stopped()
+        real(self, path, name)
+
+    monkeypatch.setattr(object_store.Bucket, "upload", upload_then_stop)
+    with pytest.raises(Stopped):
+        prepare(layouts["folders"], "s3://imagenet/again", shard_size=10)
+    monkeypatch.setattr(object_store.Bucket, "upload", real)
+    assert "train/index.json" not in objects("again")  # the split is not taken for whole
+    prepare(layouts["folders"], "s3://imagenet/again", shard_size=10)
+    finished, reference = objects("again"), objects("tiny")
+    assert json.loads(finished.pop(".prepare.json"))["source"] == json.loads(reference.pop(".prepare.json"))["source"]
+    assert finished == reference
