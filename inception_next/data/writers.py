@@ -1,6 +1,7 @@
 """Writing a dataset in a layout the readers read: class folders, Hugging Face parquet, WebDataset shards, LitData
-chunks (to a folder or object storage). Used by `prepare`; every file appears whole or not at all (written beside its place, then renamed), and a file already there
-is kept, so an interrupted run resumes where it stopped and never writes a sample twice."""
+chunks (to a folder or object storage). Used by `prepare`; every file appears whole or not at all (written beside its
+place, then renamed), and a file already there is kept, so an interrupted run resumes where it stopped and never
+writes a sample twice."""
 
 import io
 import json

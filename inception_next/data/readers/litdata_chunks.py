@@ -50,6 +50,7 @@ def splits(root):
 
 
 def classes(root):
+    """The class names the chunks' labels index (classes.json)."""
     try:
         return list(json.loads(_read(root, CLASSES)))
     except FileNotFoundError:
@@ -58,7 +59,7 @@ def classes(root):
 
 
 class LitDataReader(Reader):
-    def __init__(self, root, split, classes, cache_blocks=4):
+    def __init__(self, root, split, run_classes, cache_blocks=4):
         require_litdata(f"data.root {root}")
         self.source = join(root, split) if is_url(root) else str(Path(root) / split)
         self.bucket, self.split = (Bucket(root), split) if is_url(root) else (None, split)
@@ -70,7 +71,7 @@ class LitDataReader(Reader):
         self.starts = [0]
         for size in self.blocks:
             self.starts.append(self.starts[-1] + size)
-        self.relabel = Relabel(list(json.loads(_read(root, CLASSES))), classes)
+        self.relabel = Relabel(classes(root), run_classes)
         self.cache_blocks = cache_blocks
         self._readers, self._folder, self._last = OrderedDict(), None, None
 
