@@ -210,11 +210,13 @@ class ImageNetDataModule(L.LightningDataModule):
         blocks = dataset.reader.blocks if isinstance(dataset, LabelledImages) else None
         sampler = ResumableSampler(len(dataset), self.seed, shuffle=train, rank=rank, world_size=world_size,
                                    step_samples=self.batch_size * accumulation if train else 1, blocks=blocks,
-                                   window=self.hparams.shuffle_window)
+                                   window=self.hparams.shuffle_window, batch_size=self.batch_size,
+                                   streams=max(1, self.hparams.num_workers))
         if train and self._resume_at is not None:
-            sampler.set_epoch(self._resume_at[0])
-            sampler.resume(*self._resume_at)
-            sampler.started = self._resume_at
+            epoch, start, streams = self._resume_at
+            sampler.set_epoch(epoch)
+            sampler.resume(epoch, start, streams)
+            sampler.started, sampler.epoch_streams = (epoch, start), streams or sampler.streams
             self._resume_at = None
         elif train and self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
@@ -249,13 +251,16 @@ class ImageNetDataModule(L.LightningDataModule):
             batches = self.trainer.num_training_batches  # fewer than the loader's with limit_train_batches
             epoch, samples = self.train_sampler.position(
                 batches * self.batch_size if batches != float("inf") else None)
-            state.update(epoch=epoch, samples=samples - samples % self.train_sampler.step_samples)
+            samples -= samples % self.train_sampler.step_samples
+            # a source read in blocks lays an epoch out for the loader's workers: finish it in the same layout
+            streams = self.train_sampler.epoch_streams if samples else None
+            state.update(epoch=epoch, samples=samples, streams=streams)
         return state
 
     def load_state_dict(self, state):
         self.seed = state["seed"]
         if "epoch" in state:
-            self._resume_at = (state["epoch"], state["samples"])
+            self._resume_at = (state["epoch"], state["samples"], state.get("streams"))
 
     def train_dataloader(self):
         self.train_sampler = self._sampler(self.train_set, train=True)

@@ -9,11 +9,11 @@ seeds) cost on top of the work PIL and timm do anyway.
     python -m inception_next benchmark-data --layouts --img-size 224   # photo-sized JPEGs in every layout
     python -m inception_next benchmark-data --root s3://bucket/imagenet   # LitData chunks from object storage
 
-The measured worker gets what worker 1 of `--loader-workers` gets in training: every that-many-th batch of the
-epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline runs in one
-DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows all alike,
-and the median round is reported. From object storage, every round of ours starts with an empty chunk cache, as a
-first epoch does: it measures downloading the chunks too.
+The measured worker gets what worker 1 of `--loader-workers` gets in training and evaluation: every that-many-th
+batch of the epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline
+runs in one DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows
+all alike, and the median round is reported. From object storage, every round of ours starts with an empty chunk
+cache, as a first epoch does: it measures downloading the chunks too.
 """
 
 import argparse
@@ -96,7 +96,8 @@ def _images_per_second_cold(dataset, indices, batch_size, remote):
 
 
 def worker_share(sampler, batch_size, workers, images):
-    """The (index, seed) pairs worker 1 of `workers` loads: batches 0, workers, 2 x workers, ... of the order."""
+    """The (index, seed) pairs worker 1 of `workers` loads: batches 0, workers, 2 x workers, ... of the order
+    (`sampler` laid out for `workers` loader workers)."""
     order = list(sampler)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][::workers]
     return [pair for batch in batches for pair in batch][:images + batch_size]
@@ -111,8 +112,8 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
         ours = LabelledImages(module.reader(split), module.train_transform() if train else module.eval_transform(),
                               skip_unreadable=train)
         order = ResumableSampler(len(ours), seed=0, shuffle=train, blocks=ours.reader.blocks,
-                                 window=module.hparams.shuffle_window)
-        share = worker_share(order, batch_size, workers if train else 1, images)
+                                 window=module.hparams.shuffle_window, batch_size=batch_size, streams=workers)
+        share = worker_share(order, batch_size, workers, images)
         prefetch = module.reader(split)  # another reader: ours opens its own in its worker
         bare = BareImages([prefetch.read(index) for index, _ in share], bare_timm_transform(module, train))
         rows.append((module, ours, share, bare))
@@ -176,7 +177,7 @@ def main(argv=None):
         except DatasetError as error:
             raise SystemExit(f"error: {error}") from None
         print(f"{', '.join(str(m.root) for m in modules)}: {args.img_size} px, about {args.images} images x "
-              f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers} in training), "
+              f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers}), "
               f"torch {torch.__version__}")
         rows = [row for split in ("train", "val") for row in measure(modules[0], split, args.images, args.rounds,
                                                                      args.batch_size, args.loader_workers,

@@ -351,6 +351,35 @@ def test_blocks_are_shuffled_in_windows_and_ranks_still_split_every_sample_once(
         assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) == len(ranks[1]) == sum(blocks) // 2
 
 
+def test_each_loader_worker_reads_its_own_blocks_and_a_resumed_epoch_keeps_its_workers_layout():
+    """A loader deals batches to its workers in turn (batch j to worker j % workers): the blocks a worker's batches
+    come from are read by no other worker of any rank, but where a share of the epoch begins or ends inside one."""
+    blocks, batch, streams = [5, 5, 2, 5, 5, 2, 3, 7, 6, 4], 2, 3
+    block_of = [b for b, size in enumerate(blocks) for _ in range(size)]
+
+    def sampler(rank=0, streams=streams, shuffle=True):
+        return ResumableSampler(sum(blocks), seed=seed, shuffle=shuffle, rank=rank, world_size=2, blocks=blocks,
+                                window=4, batch_size=batch, step_samples=batch, streams=streams)
+
+    for seed in range(5):
+        for shuffle in (True, False):
+            orders = [[i for i, _ in sampler(rank, shuffle=shuffle)] for rank in range(2)]
+            assert not set(orders[0]) & set(orders[1]) and len(orders[0]) == len(orders[1]) == 22
+            read = [{block_of[i] for j in range(worker, len(order) // batch, streams)
+                     for i in order[j * batch:(j + 1) * batch]} for order in orders for worker in range(streams)]
+            assert sum(map(len, read)) <= len(blocks) + len(read) - 1, read
+        resumed = sampler(streams=2)
+        resumed.set_epoch(1)
+        resumed.resume(epoch=1, start=6, streams=3)
+        began = sampler()
+        began.set_epoch(1)
+        assert list(resumed) == list(began)[6:]
+        next_epoch = sampler(streams=2)
+        for each in (resumed, began, next_epoch):
+            each.set_epoch(2)
+        assert list(resumed) == list(next_epoch) != list(began)  # laid out for its own workers
+
+
 def test_the_same_weights_score_the_same_on_every_layout_with_the_validation_split_alone(layouts, tmp_path,
                                                                                            monkeypatch):
     """Train on the class folders, then validate the checkpoint on each layout holding only the validation split."""
