@@ -1,6 +1,6 @@
 """The models, pure torch: `inception_next` is the paper's model file (token mixers, the MetaNeXt block, the
-networks, the table of variants); `factory` builds them by name (and for timm); `complexity` counts MACs and
-parameters."""
+networks, the table of variants); `parts` finds a researcher's own parts by import path; `factory` builds them by
+name (and for timm); `complexity` counts MACs and parameters."""
 
 from .factory import (
     CheckpointError,
@@ -10,6 +10,8 @@ from .factory import (
     register_with_timm,
 )
 from .inception_next import (
+    ConvMlp,
+    Head,
     InceptionDWConv2d,
     IsotropicMetaNeXt,
     MetaNeXt,
@@ -19,4 +21,5 @@ from .inception_next import (
 )
 
 __all__ = ["create_model", "list_models", "load_pretrained", "register_with_timm", "CheckpointError", "MetaNeXt",
-           "IsotropicMetaNeXt", "MetaNeXtBlock", "InceptionDWConv2d", "PartialDWConv2d", "SpatialSelfAttention"]
+           "IsotropicMetaNeXt", "MetaNeXtBlock", "InceptionDWConv2d", "PartialDWConv2d", "SpatialSelfAttention",
+           "ConvMlp", "Head"]

@@ -9,14 +9,12 @@ import torch
 from timm.models import build_model_with_cfg, is_model, register_model
 
 from ..errors import UserError
-from .inception_next import VARIANTS, ModelConfigError
+from .inception_next import VARIANTS, ModelConfigError, Variant, register
 
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded (missing, damaged, or not fitting the model asked for); the message names
     the file and what does not fit."""
-
-
 
 
 def list_models():
@@ -28,6 +26,55 @@ def get_variant(name):
     if name not in VARIANTS:
         raise ModelConfigError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
     return VARIANTS[name]
+
+
+def with_overrides(variant, overrides):
+    """A variant's arguments with `overrides`; a dict-valued one (`mixer_args`) updates the variant's dict, unless
+    the overrides change the token mixer too: the variant's mixer_args were its own mixer's."""
+    args = dict(variant.args)
+    mixer = args.get("token_mixer", inspect.signature(variant.network).parameters["token_mixer"].default)
+    if overrides.get("token_mixer", mixer) != mixer:
+        args.pop("mixer_args", None)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(args.get(key), dict):
+            value = {**args[key], **value}
+        args[key] = value
+    return args
+
+
+def declare_variant(declaration):
+    """Register a variant declared as data, as an experiment YAML can: `name`, the registered variant it starts
+    from (`base`), and the base's arguments to change (`input_size` and `crop_pct` too). Declaring the same variant
+    again does nothing. Returns the name."""
+    if not isinstance(declaration, dict) or not {"name", "base"} <= set(declaration):
+        raise ModelConfigError(f"model.backbone {declaration}: expected a registered name, or a new variant as "
+                               "{name: ..., base: <a registered variant>, <its arguments to change>}")
+    changes = dict(declaration)
+    name, base = changes.pop("name"), get_variant(changes.pop("base"))
+    fields = {field: changes.pop(field) for field in ("input_size", "crop_pct") if field in changes}
+    variant = Variant(base.network, with_overrides(base, changes), **{
+        "input_size": base.input_size, "crop_pct": base.crop_pct, **fields})
+    if name in VARIANTS:
+        if VARIANTS[name] != variant:
+            raise ModelConfigError(f"model.backbone name {name!r}: already registered as another variant; expected "
+                                   "a new name")
+        return name
+    _check_arguments(name, variant.network, variant.args)
+    register(name, variant)
+    return name
+
+
+def backbone_name(backbone):
+    """The registered name of `model.backbone`: a name, or a variant declared in place (see declare_variant)."""
+    return declare_variant(backbone) if isinstance(backbone, dict) else backbone
+
+
+def _check_arguments(name, network, args):
+    """A setting the network does not take is the user's mistake; an error inside it is a bug, left to show."""
+    try:
+        inspect.signature(network).bind(**args)
+    except TypeError as error:
+        raise ModelConfigError(f"model {name!r}: {error}") from None
 
 
 def wrap_features(model, out_indices=(0, 1, 2, 3), feature_cls=None):
@@ -48,20 +95,14 @@ def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 
     global_pool, in_chans, ...).
 
     A dict-valued override such as `mixer_args` updates the variant's dict rather than replacing it, so
-    `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer. `pretrained` is the path of a
+    `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer (another `token_mixer` starts
+    from its own defaults instead). `pretrained` is the path of a
     checkpoint to load (see `load_pretrained`). With `features_only`, the `out_indices` levels' features, as timm's
     `features_only` models (see `wrap_features`).
     """
     variant = get_variant(name)
-    args = dict(variant.args)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(args.get(key), dict):
-            value = {**args[key], **value}
-        args[key] = value
-    try:  # a setting the network does not take is the user's mistake; an error inside it is a bug, left to show
-        inspect.signature(variant.network).bind(**args)
-    except TypeError as error:
-        raise ModelConfigError(f"model {name!r}: {error}") from None
+    args = with_overrides(variant, overrides)
+    _check_arguments(name, variant.network, args)
     model = variant.network(**args)
     model.pretrained_cfg = model.default_cfg = variant.pretrained_cfg(name, model)
     if pretrained:
@@ -125,7 +166,8 @@ def read_state_dict(path):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise CheckpointError(f"checkpoint {path}: expected a state dict of tensors, bare or under 'model' / 'state_dict'")
+        raise CheckpointError(f"checkpoint {path}: expected a state dict of tensors, bare or under 'model' / "
+                              "'state_dict'")
     if any(k.startswith("backbone.") for k in checkpoint):  # ours: the raw backbone, beside its EMA copy
         checkpoint = {k[len("backbone."):]: v for k, v in checkpoint.items() if k.startswith("backbone.")}
     return checkpoint
@@ -136,7 +178,8 @@ def load_pretrained(model, path):
     (with a warning); any other missing, unexpected or mis-shaped key is a CheckpointError naming them all."""
     state = read_state_dict(path)
     own = model.state_dict()
-    classifier = {name for name, p in model.named_parameters() if any(p is q for q in model.get_classifier().parameters())}
+    classifier = {name for name, p in model.named_parameters()
+                  if any(p is q for q in model.get_classifier().parameters())}
     mismatched = sorted(k for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
     # Only the number of classes may differ: the classifier's input width must still fit the backbone.
     reinit = [k for k in mismatched if k in classifier and state[k].shape[1:] == own[k].shape[1:]]

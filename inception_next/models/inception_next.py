@@ -3,7 +3,8 @@
 Read top to bottom like the paper: the token mixers (Inception depthwise convolution, plain or partial k x k
 depthwise convolution, self-attention), the MetaNeXt block that hosts them, the hierarchical and isotropic networks
 built from that block, and finally the table of variants. Every ablation of the paper is a constructor argument, so
-an experiment changes a value, never a class.
+an experiment changes a value, never a class. A researcher's own token mixer, norm, MLP, block or head is named by
+import path in the same arguments (see `parts`).
 
 The hierarchical InceptionNeXt models keep the state-dict layout of the released checkpoints (official and timm).
 """
@@ -17,12 +18,7 @@ from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d
 from timm.models import checkpoint_seq
 from torch import nn
 
-from ..errors import UserError
-
-
-class ModelConfigError(UserError, ValueError):
-    """An architecture setting no network accepts; the message names the setting and what was expected."""
-
+from .parts import ModelConfigError, build_part
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Token mixers: (B, C, H, W) -> (B, C, H, W). Each one is usable on its own in other networks.
@@ -134,19 +130,23 @@ class SpatialSelfAttention(nn.Module):
 
 
 TOKEN_MIXERS = {"inception": InceptionDWConv2d, "dwconv": PartialDWConv2d, "attention": SpatialSelfAttention}
+MIXER_CONTRACT = "a class taking dim first, then mixer_args, and mapping (B, C, H, W) to the same shape"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Building pieces: norms, BatchNorm folding, the channel MLP.
 # ---------------------------------------------------------------------------------------------------------------------
 
+def channel_layernorm(dim):
+    return LayerNorm2d(dim, eps=1e-6)
+
+
+# BatchNorm is the paper's choice for speed; LayerNorm (over channels) is ConvNeXt's and the Table 8 ablation.
+NORMS = {"batchnorm": nn.BatchNorm2d, "layernorm": channel_layernorm}
+
+
 def make_norm(kind, dim):
-    """BatchNorm is the paper's choice for speed; LayerNorm (over channels) is ConvNeXt's and the Table 8 ablation."""
-    if kind == "batchnorm":
-        return nn.BatchNorm2d(dim)
-    if kind == "layernorm":
-        return LayerNorm2d(dim, eps=1e-6)
-    raise ModelConfigError(f"norm: expected 'batchnorm' or 'layernorm', got {kind!r}")
+    return build_part("norm", kind, NORMS, "a class taking dim and mapping (B, C, H, W) to the same shape", dim)
 
 
 def _bn_scale_shift(bn):
@@ -211,6 +211,9 @@ class ConvMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+MLPS = {"conv": ConvMlp}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The MetaNeXt block (Fig. 1): one residual around token mixer -> norm -> MLP.
 # ---------------------------------------------------------------------------------------------------------------------
@@ -223,13 +226,13 @@ class MetaNeXtBlock(nn.Module):
     """
 
     def __init__(self, dim, token_mixer="inception", mixer_args=None, norm="batchnorm", mlp_ratio=4,
-                 layer_scale_init=1e-6, drop_path=0.0):
+                 layer_scale_init=1e-6, drop_path=0.0, mlp="conv"):
         super().__init__()
-        if token_mixer not in TOKEN_MIXERS:
-            raise ModelConfigError(f"token_mixer: expected one of {sorted(TOKEN_MIXERS)}, got {token_mixer!r}")
-        self.token_mixer = TOKEN_MIXERS[token_mixer](dim, **(mixer_args or {}))
+        self.token_mixer = build_part("token_mixer", token_mixer, TOKEN_MIXERS, MIXER_CONTRACT, dim,
+                                      **(mixer_args or {}))
         self.norm = make_norm(norm, dim)
-        self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
+        self.mlp = build_part("mlp", mlp, MLPS, "a class taking (dim, hidden_dim) and mapping (B, C, H, W) to the "
+                              "same shape", dim, int(mlp_ratio * dim))
         self.gamma = nn.Parameter(layer_scale_init * torch.ones(dim)) if layer_scale_init else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -241,9 +244,18 @@ class MetaNeXtBlock(nn.Module):
 
     def reparameterize(self):
         """Fold the BatchNorm into fc1, the 1x1 conv after it (timm.utils.reparameterize_model calls this)."""
-        if isinstance(self.norm, nn.BatchNorm2d):
+        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.mlp, ConvMlp):
             fold_bn_into_next_conv(self.norm, self.mlp.fc1)
             self.norm = nn.Identity()
+
+
+BLOCKS = {"metanext": MetaNeXtBlock}
+BLOCK_CONTRACT = ("a class taking MetaNeXtBlock's arguments (dim, token_mixer=, mixer_args=, norm=, mlp_ratio=, "
+                  "layer_scale_init=, drop_path=, mlp=) and mapping (B, C, H, W) to the same shape")
+
+
+def make_block(block, dim, **block_args):
+    return build_part("block", block, BLOCKS, BLOCK_CONTRACT, dim, **block_args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -330,6 +342,20 @@ class NormLinearHead(Head):
     def layers(self, x, pre_logits: bool):
         x = self.drop(self.norm(x))
         return x if pre_logits else self.fc(x)
+
+
+def make_head(head, dim, num_classes, hidden_ratio, drop_rate, pool_type):
+    """The MLP head with `hidden_ratio`, else pool -> LayerNorm -> linear; or a Head subclass by import path."""
+    if head is None:
+        if hidden_ratio:
+            return MlpHead(dim, num_classes, hidden_ratio, drop_rate, pool_type)
+        return NormLinearHead(dim, num_classes, drop_rate, pool_type)
+    contract = "a subclass of inception_next.models.Head taking (dim, num_classes, drop_rate=, pool_type=)"
+    built = build_part("head", head, {}, contract, dim, num_classes, drop_rate=drop_rate, pool_type=pool_type,
+                       same_shape=False)
+    if not isinstance(built, Head):
+        raise ModelConfigError(f"head {type(built).__name__}: not a Head; expected {contract}")
+    return built
 
 
 def drop_path_rates(final_rate, num_blocks):
@@ -427,12 +453,12 @@ class Network(nn.Module):
 
 
 class MetaNeXtStage(nn.Module):
-    def __init__(self, in_dim, dim, depth, downsample, norm, drop_path_rates, **block_args):
+    def __init__(self, in_dim, dim, depth, downsample, norm, drop_path_rates, block="metanext", **block_args):
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = NormConv(in_dim, dim, 2, 2, norm) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
-            MetaNeXtBlock(dim, norm=norm, drop_path=rate, **block_args) for rate in drop_path_rates])
+            make_block(block, dim, norm=norm, drop_path=rate, **block_args) for rate in drop_path_rates])
 
     def forward(self, x):
         x = self.downsample(x)
@@ -449,9 +475,11 @@ class MetaNeXt(Network):
     Args:
         depths, dims: blocks and channels per stage.
         token_mixer, mixer_args: a key of TOKEN_MIXERS and its constructor arguments (kernel sizes, branch ratio,
-            branches, band mode; the paper's ablations).
+            branches, band mode; the paper's ablations), or a class by import path (see `parts`).
         mlp_ratios: MLP expansion per stage (InceptionNeXt uses 3 in the last stage).
-        norm: 'batchnorm' or 'layernorm', used in the stem, the downsampling and every block.
+        norm: 'batchnorm' or 'layernorm' (or an import path), used in the stem, the downsampling and every block.
+        block, mlp, head: 'metanext' (MetaNeXtBlock), 'conv' (ConvMlp), None (by head_hidden_ratio), or classes by
+            import path.
         head_hidden_ratio: width of the MLP head as a multiple of the last dim; None for a LayerNorm + linear head.
         drop_rate: dropout before the classifier. drop_path_rate: stochastic depth, rising linearly over all blocks.
         layer_scale_init: initial gamma of every block; None for no layer scale.
@@ -461,7 +489,8 @@ class MetaNeXt(Network):
 
     def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), token_mixer="inception", mixer_args=None,
                  mlp_ratios=(4, 4, 4, 3), norm="batchnorm", head_hidden_ratio=3.0, num_classes=1000, in_chans=3,
-                 global_pool="avg", drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6):
+                 global_pool="avg", drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=1e-6, block="metanext",
+                 mlp="conv", head=None):
         super().__init__()
         if not len(depths) == len(dims) == len(mlp_ratios):
             raise ModelConfigError(f"depths, dims and mlp_ratios need one entry per stage, got {depths}, {dims}, "
@@ -473,16 +502,15 @@ class MetaNeXt(Network):
         for i, (depth, dim, mlp_ratio) in enumerate(zip(depths, dims, mlp_ratios)):
             stage_rates, rates = rates[:depth], rates[depth:]
             stages.append(MetaNeXtStage(in_dim, dim, depth, downsample=i > 0, norm=norm, drop_path_rates=stage_rates,
-                                        token_mixer=token_mixer, mixer_args=mixer_args, mlp_ratio=mlp_ratio,
-                                        layer_scale_init=layer_scale_init))
+                                        block=block, token_mixer=token_mixer, mixer_args=mixer_args,
+                                        mlp_ratio=mlp_ratio, layer_scale_init=layer_scale_init, mlp=mlp))
             in_dim = dim
         self.stages = nn.Sequential(*stages)
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}")
                              for i, dim in enumerate(dims)]
         self.num_features = dims[-1]
         self.global_pool = global_pool
-        self.head = (MlpHead(dims[-1], num_classes, head_hidden_ratio, drop_rate, global_pool) if head_hidden_ratio
-                     else NormLinearHead(dims[-1], num_classes, drop_rate, global_pool))
+        self.head = make_head(head, dims[-1], num_classes, head_hidden_ratio, drop_rate, global_pool)
         self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
@@ -505,7 +533,7 @@ class MetaNeXt(Network):
     def layer_scales(self):
         """Each block's layer scale (gamma) by `stage<i>.block<j>`: how much each residual branch contributes."""
         return {f"stage{i}.block{j}": block.gamma for i, stage in enumerate(self.stages)
-                for j, block in enumerate(stage.blocks) if block.gamma is not None}
+                for j, block in enumerate(stage.blocks) if getattr(block, "gamma", None) is not None}
 
 
 def resize_pos_embed(pos_embed, size: list[int]):
@@ -546,18 +574,19 @@ class IsotropicMetaNeXt(Network):
 
     def __init__(self, depth=18, dim=384, patch_size=16, token_mixer="inception", mixer_args=None, mlp_ratio=4,
                  norm="batchnorm", pos_embed=False, img_size=224, num_classes=1000, in_chans=3, global_pool="avg",
-                 drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=None):
+                 drop_rate=0.0, drop_path_rate=0.0, layer_scale_init=None, block="metanext", mlp="conv", head=None):
         super().__init__()
         self.num_classes = num_classes
         self.grad_checkpointing = False
         self.stem = PatchEmbed(in_chans, dim, patch_size, img_size // patch_size if pos_embed else None)
         rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
-            MetaNeXtBlock(dim, token_mixer, mixer_args, norm, mlp_ratio, layer_scale_init, rate) for rate in rates])
+            make_block(block, dim, token_mixer=token_mixer, mixer_args=mixer_args, norm=norm, mlp_ratio=mlp_ratio,
+                       layer_scale_init=layer_scale_init, drop_path=rate, mlp=mlp) for rate in rates])
         self.feature_info = [dict(num_chs=dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.num_features = dim
         self.global_pool = global_pool
-        self.head = NormLinearHead(dim, num_classes, drop_rate, global_pool)
+        self.head = make_head(head, dim, num_classes, None, drop_rate, global_pool)
         self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
@@ -581,7 +610,8 @@ class IsotropicMetaNeXt(Network):
 
     def layer_scales(self):
         """Each block's layer scale (gamma) by `stage0.block<j>` (one stage); none without layer scale."""
-        return {f"stage0.block{j}": block.gamma for j, block in enumerate(self.blocks) if block.gamma is not None}
+        return {f"stage0.block{j}": block.gamma for j, block in enumerate(self.blocks)
+                if getattr(block, "gamma", None) is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -626,8 +656,8 @@ class Variant:
                     input_size=(3, self.input_size, self.input_size),
                     pool_size=(self.input_size // reduction,) * 2, crop_pct=self.crop_pct, interpolation="bicubic",
                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv="stem.0" if isinstance(
-                        model.stem, nn.Sequential) else "stem.proj", classifier="head.fc2" if isinstance(
-                        model.head, MlpHead) else "head.fc")
+                        model.stem, nn.Sequential) else "stem.proj", classifier=next(
+                        name for name, module in model.named_modules() if module is model.get_classifier()))
 
 
 _BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))

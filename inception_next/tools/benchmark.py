@@ -4,8 +4,13 @@ fits), warm-up iterations, then timed ones; a training step is forward + cross-e
 
     python -m inception_next benchmark --models inception_next_tiny timm:convnext_tiny timm:resnet50
     python -m inception_next benchmark --macs-only
+    python -m inception_next benchmark --config my_experiment.yaml      # your own mixer beside the variant it changes
+    python -m inception_next benchmark --models inception_next_atto --backbone-args "{token_mixer: my_mixers.Band}"
 
-A name with `timm:` is timm's model; a bare name is ours if registered, else timm's.
+A name with `timm:` is timm's model; a bare name is ours if registered, else timm's. An experiment YAML (`--config`)
+is measured at its data.img_size as its fit builds it (model.backbone and model.backbone_args, through its `extends`
+chain), after the registered variant it starts from; `--backbone-args` adds, after each of our models, that model
+with these arguments changed.
 """
 
 import argparse
@@ -15,15 +20,48 @@ from pathlib import Path
 
 import timm
 import torch
+import yaml
 from timm.utils import reparameterize_model
 
+from ..errors import UserError
 from ..models.complexity import count_macs, count_params
-from ..models.factory import create_model, get_variant, list_models
-from .speed import build, measure, native_size, paper_a100
+from ..models.factory import backbone_name, create_model, get_variant, list_models
+from ..training.config import experiment_section
+from .speed import build, is_ours, measure, native_size, paper_a100
 
 
 def device_name(device):
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def changed(name, backbone_args):
+    """How a row names a registered model with some arguments changed."""
+    return f"{name} [{', '.join(f'{key}={value}' for key, value in backbone_args.items())}]"
+
+
+def candidates(args):
+    """(row name, build, image size, the paper's A100 figures) of each model to measure, in order: the experiments'
+    (each after the registered variant it starts from), then --models (each followed by its --backbone-args
+    version)."""
+    rows = []
+    for config in args.config:
+        model, data = experiment_section(config, "model"), experiment_section(config, "data")
+        declared = model.get("backbone", "inception_next_tiny")
+        name = backbone_name(declared)
+        base = declared["base"] if isinstance(declared, dict) else name
+        size = args.img_size or data.get("img_size") or native_size(base)
+        overrides = model.get("backbone_args") or {}
+        if base not in [row[0] for row in rows]:
+            rows.append((base, lambda base=base: create_model(base), size, paper_a100(base, size)))
+        rows.append((Path(config).stem, lambda name=name, overrides=overrides: create_model(name, **overrides), size,
+                     (None, None)))
+    for name in args.models:
+        size = args.img_size or native_size(name)
+        rows.append((name, lambda name=name: build(name), size, paper_a100(name, size)))
+        if args.backbone_args and is_ours(name):
+            rows.append((changed(name, args.backbone_args), lambda name=name: create_model(name, **args.backbone_args),
+                         size, (None, None)))
+    return rows
 
 
 def run(args):
@@ -32,9 +70,8 @@ def run(args):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
         torch.backends.cudnn.benchmark = True
     rows = []
-    for name in args.models:
-        model = build(name)
-        img = args.img_size or native_size(name)
+    for name, build_model, img, paper in candidates(args):
+        model = build_model()
         row = dict(model=name, device=device_name(device), img_size=img, precision=args.precision,
                    channels_last=args.channels_last,  # counted on the model before compiling (a meta copy)
                    params_m=round(count_params(model) / 1e6, 2), macs_g=round(count_macs(model, img) / 1e9, 2))
@@ -49,7 +86,7 @@ def run(args):
         if args.fold:
             folded = reparameterize_model(model.eval())
             row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False, **common)
-        row["paper_a100_train"], row["paper_a100_infer"] = paper_a100(name, img)
+        row["paper_a100_train"], row["paper_a100_infer"] = paper
         rows.append(row)
         del model
     for row in rows:
@@ -115,7 +152,12 @@ def save(rows, out, chart):
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m inception_next benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["inception_next_tiny", "timm:convnext_tiny", "timm:resnet50"])
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="default: inception_next_tiny timm:convnext_tiny timm:resnet50, or none with --config")
+    parser.add_argument("--config", nargs="+", type=Path, default=[],
+                        help="experiment YAMLs: their models as fit builds them, after the variants they change")
+    parser.add_argument("--backbone-args", type=yaml.safe_load, default=None,
+                        help="YAML or JSON mapping: after each of our --models, that model with these arguments")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128, help="halved until it fits")
     parser.add_argument("--img-size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
@@ -149,6 +191,11 @@ def main(argv=None):
     if args.precision == "tf32" and not on_gpu:
         raise SystemExit("error: --precision tf32: TF32 is a CUDA setting; expected fp32 or bf16 on the CPU")
     args.precision = args.precision or ("tf32" if on_gpu else "fp32")
+    if args.models is None:
+        args.models = [] if args.config else ["inception_next_tiny", "timm:convnext_tiny", "timm:resnet50"]
+    if args.backbone_args is not None and not isinstance(args.backbone_args, dict):
+        raise SystemExit(f"error: --backbone-args {args.backbone_args!r}: expected a mapping, such as "
+                         "\"{token_mixer: my_mixers.Band, mixer_args: {dilation: 2}}\"")
     if args.macs_only:
         rows = macs_table()
         print(format_table(rows))
@@ -160,7 +207,10 @@ def main(argv=None):
                          "or a timm model name")
     print(f"device {args.device}, torch {torch.__version__}, timm {timm.__version__}, {args.precision}, "
           f"batch {args.batch_size}, threads {torch.get_num_threads()}")
-    rows = run(args)
+    try:
+        rows = run(args)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     print(format_table(rows))
     save(rows, args.out, chart=not args.no_chart)
     print(f"saved {args.out / 'benchmark.csv'}, .json{'' if args.no_chart else ', .png'}")

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from ..models.complexity import count_macs, count_params
-from ..models.factory import create_model, get_variant, list_models
+from ..models.factory import backbone_name, create_model, get_variant, list_models
 from ..training.checkpoints import checkpoints_of
 from ..training.runs import FINISHED, finished_runs, scalars
 from .compared_figures import TABLE8_TOP1
@@ -41,10 +41,11 @@ def run_summary(run):
     classes = torch.load(checkpoints[0], map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"][
         "num_classes"] if checkpoints else 1000
     with torch.device("meta"):
-        network = create_model(model["backbone"], num_classes=classes, **(model.get("backbone_args") or {}))
+        network = create_model(backbone_name(model["backbone"]), num_classes=classes,
+                               **(model.get("backbone_args") or {}))
     row["params_m"] = count_params(network) / 1e6
     row["macs_g"] = count_macs(network, config["data"]["img_size"]) / 1e9
-    row["img_size"], row["backbone"] = config["data"]["img_size"], model["backbone"]
+    row["img_size"], row["backbone"] = config["data"]["img_size"], backbone_name(model["backbone"])
     return row
 
 

@@ -29,7 +29,7 @@ from timm.data import ImageNetInfo
 
 from ..data import ImageNetDataModule
 from ..errors import UserError
-from ..models.factory import create_model, get_variant, read_state_dict
+from ..models.factory import backbone_name, create_model, get_variant, read_state_dict
 from . import preemption
 from .callbacks import (
     LOGGER_IDENTITIES,
@@ -195,9 +195,10 @@ class InceptionNeXtCLI(LightningCLI):
         if settings.ckpt_path:
             trained_on = trained_data_settings(settings.ckpt_path)
         elif settings.model.pretrained and data.root is None and data.classes is None:
-            variant = get_variant(settings.model.backbone)
+            name = backbone_name(settings.model.backbone)
+            variant = get_variant(name)
             with torch.device("meta"):
-                classifier = create_model(settings.model.backbone).pretrained_cfg["classifier"]
+                classifier = create_model(name).pretrained_cfg["classifier"]
             rows = read_state_dict(settings.model.pretrained).get(f"{classifier}.weight")
             if rows is None or len(rows) != 1000:
                 return

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..errors import UserError
 from ..models.complexity import count_macs
-from ..models.factory import create_model, load_pretrained
+from ..models.factory import backbone_name, create_model, load_pretrained
 
 
 class DivergenceError(UserError, RuntimeError):
@@ -53,8 +53,11 @@ class ImageClassifier(L.LightningModule):
     """Train and evaluate a registered backbone (see `inception_next.list_models()`).
 
     Args:
-        backbone: registered model name. backbone_args: its architecture arguments (e.g. the ablation switches
-            `mixer_args`, `norm`); dict values update the variant's.
+        backbone: registered model name, or a new variant declared in place: {name, base: a registered name, the
+            base's arguments to change} (see `models.factory.declare_variant`).
+        backbone_args: its architecture arguments (e.g. the ablation switches `mixer_args`, `norm`, or your own
+            `token_mixer`, `block`, `mlp`, `norm`, `head` by import path, see `models.parts`); dict values update
+            the variant's.
         num_classes: linked by the CLI from the data module.
         pretrained: weights to start from (fine-tuning), read as a Trainer's command starts, unless a checkpoint
             was restored: a run's own checkpoints hold the weights, so they never need this file again.
@@ -78,7 +81,7 @@ class ImageClassifier(L.LightningModule):
         channels_last, compile: speed options. max_nonfinite_steps: non-finite losses skipped before stopping.
     """
 
-    def __init__(self, backbone: str = "inception_next_tiny", backbone_args: dict | None = None,
+    def __init__(self, backbone: str | dict = "inception_next_tiny", backbone_args: dict | None = None,
                  num_classes: int = 1000, pretrained: str | None = None, drop_path_rate: float = 0.0,
                  drop_rate: float = 0.0, batch_size: int = 128, lr_per_1024: float = 1e-3,
                  weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -90,7 +93,7 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         # In checkpoints; the loggers get the whole resolved config once, from the CLI (cli.SaveFitConfig).
         self.save_hyperparameters(logger=False)
-        self.backbone = create_model(backbone, num_classes=num_classes,
+        self.backbone = create_model(backbone_name(backbone), num_classes=num_classes,
                                      drop_path_rate=drop_path_rate, drop_rate=drop_rate, **(backbone_args or {}))
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -229,7 +232,8 @@ class ImageClassifier(L.LightningModule):
         Counted on a copy of the architecture on the meta device, which allocates and computes nothing."""
         h = self.hparams
         with torch.device("meta"):
-            architecture = create_model(h.backbone, num_classes=h.num_classes, **(h.backbone_args or {}))
+            architecture = create_model(backbone_name(h.backbone), num_classes=h.num_classes,
+                                        **(h.backbone_args or {}))
         return 6 * count_macs(architecture, images.shape[-1]) * len(images)
 
     def _nonfinite(self, loss):
