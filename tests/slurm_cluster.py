@@ -44,7 +44,8 @@ class Cluster:
                         f"--seed-file={munge / 'munged.seed'}"], check=True, capture_output=True)
         self.daemons.append(int((munge / "munged.pid").read_text()))
         self.conf.write_text(self.configuration())
-        for command in (["slurmctld", "-D", "-f", str(self.conf)], ["slurmd", "-D", "-f", str(self.conf), "-N", self.node]):
+        for command in (["slurmctld", "-D", "-f", str(self.conf)],
+                        ["slurmd", "-D", "-f", str(self.conf), "-N", self.node]):
             log = open(self.folder / f"{command[0]}.out", "w")
             self.daemons.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env))
         deadline = time.monotonic() + 60
@@ -60,12 +61,14 @@ class Cluster:
         return "\n".join([
             "ClusterName=tests", f"SlurmctldHost={self.node}(127.0.0.1)", "AuthType=auth/munge",
             # cred_expire: how long a requeued job waits before it starts again (120 s by default)
-            f"AuthInfo=socket={f / 'munge/munge.socket'},cred_expire=10", "CredType=cred/munge", "SlurmUser=root", "SlurmdUser=root",
+            f"AuthInfo=socket={f / 'munge/munge.socket'},cred_expire=10", "CredType=cred/munge", "SlurmUser=root",
+            "SlurmdUser=root",
             f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}", f"StateSaveLocation={f / 'state'}",
             f"SlurmdSpoolDir={f / 'spool'}", f"SlurmctldPidFile={f / 'slurmctld.pid'}",
             f"SlurmdPidFile={f / 'slurmd.pid'}", f"SlurmctldLogFile={f / 'slurmctld.log'}",
             f"SlurmdLogFile={f / 'slurmd.log'}", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "JobRequeue=1", "SchedulerType=sched/builtin", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+            "JobRequeue=1", "SchedulerType=sched/builtin", "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
             "ReturnToService=2", "MpiDefault=none", "KillWait=20", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none",
             # 4 job slots whatever the cores: the jobs mostly wait (for a signal, a time limit)

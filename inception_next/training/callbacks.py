@@ -103,7 +103,8 @@ class RunFolder(Callback):
                 logger.experiment
             except Exception as error:  # each package fails its own way: a missing store, a refused server...
                 detail = " ".join(str(error).split())
-                raise LoggerError(f"--trainer.logger {type(logger).__name__}: could not start ({detail[:300]})") from None
+                raise LoggerError(f"--trainer.logger {type(logger).__name__}: could not start "
+                                  f"({detail[:300]})") from None
 
 
 class LastCheckpoint(Checkpoint):

@@ -55,7 +55,8 @@ from .runs import mark_finished
 
 OTHER_COMMANDS = {  # name: (module, what it does)
     "benchmark": ("tools.benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
-    "benchmark-data": ("tools.data_benchmark", "decode + augment images/s per loader worker, ours beside a bare timm loop"),
+    "benchmark-data": ("tools.data_benchmark",
+                       "decode + augment images/s per loader worker, ours beside a bare timm loop"),
     "prepare": ("data.prepare", "ImageNet as downloaded (archives, Kaggle, parquet, WebDataset) into class folders"),
     "export": ("tools.export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
     "sweep": ("tools.sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
@@ -272,7 +273,8 @@ class InceptionNeXtCLI(LightningCLI):
         cause = error
         while cause.__cause__ or cause.__context__:
             cause = cause.__cause__ or cause.__context__
-        return LoggerError(f"--trainer.logger {failed.rsplit('.', 1)[-1]}: could not start ({' '.join(str(cause).split())})")
+        detail = " ".join(str(cause).split())
+        return LoggerError(f"--trainer.logger {failed.rsplit('.', 1)[-1]}: could not start ({detail})")
 
     def instantiate_trainer(self, **kwargs):
         settings = self._settings()
@@ -292,8 +294,8 @@ class InceptionNeXtCLI(LightningCLI):
         if settings.trainer.logger in (None, True):  # the default: a fit's own run folder; evaluation logs nowhere
             # A resumed run purges what the interrupted one logged after its checkpoint, which it logs again.
             resumed = dict(version=self.resumed_run.name, purge_step=self.resumed_step) if self.resumed_run else {}
-            kwargs["logger"] = TensorBoardLogger(save_dir=self.root, name=settings.experiment,
-                                                 default_hp_metric=False, **resumed) if self.subcommand == "fit" else False
+            kwargs["logger"] = False if self.subcommand != "fit" else TensorBoardLogger(
+                save_dir=self.root, name=settings.experiment, default_hp_metric=False, **resumed)
         trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, default_root_dir=str(self.root),
                                               **kwargs)
         self._derive_accumulation(trainer)

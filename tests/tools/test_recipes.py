@@ -30,7 +30,8 @@ def test_the_only_value_that_differs_is_the_documented_precision():
 
 
 def test_docs_recipes_md_is_generated_from_the_yamls():
-    assert DOCS.read_text() == recipes.markdown(), "regenerate: python -m inception_next.tools.recipes > docs/recipes.md"
+    regenerate = "regenerate: python -m inception_next.tools.recipes > docs/recipes.md"
+    assert DOCS.read_text() == recipes.markdown(), regenerate
 
 
 def distinct_schedules():

@@ -38,7 +38,8 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     log = open(folder / "server.log", "w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root", str(folder / "artifacts"),
+                               f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root",
+                               str(folder / "artifacts"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
@@ -111,5 +112,6 @@ def test_a_logger_that_cannot_start_is_one_line(tiny_dataset, tmp_path):
     done = cli(["fit", *run_flags(tiny_dataset, *MLFLOW)], cwd=tmp_path, check=False, env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     message = done.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: --trainer.logger MLFlowLogger: could not start (") and "MLFLOW_ALLOW_FILE_STORE" in message
+    assert message.startswith("error: --trainer.logger MLFlowLogger: could not start (")
+    assert "MLFLOW_ALLOW_FILE_STORE" in message
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.ckpt"))
