@@ -24,3 +24,14 @@ def tiny_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("data") / "tiny"
     return demo_data.generate(root, classes=demo_data.CLASSES[:3], train_per_class=8, val_per_class=4, image_size=40)
+
+
+@pytest.fixture
+def forget_declared_variants():
+    """Variants a test declares (a YAML's `model.backbone: {name, base, ...}`) are forgotten after it."""
+    from inception_next.models.inception_next import VARIANTS
+
+    registered = set(VARIANTS)
+    yield
+    for name in set(VARIANTS) - registered:
+        del VARIANTS[name]

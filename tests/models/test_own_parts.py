@@ -9,7 +9,6 @@ import torch
 from inception_next import create_model
 from inception_next.models.complexity import count_params
 from inception_next.models.factory import backbone_name, declare_variant, get_variant, wrap_features
-from inception_next.models.inception_next import VARIANTS
 from inception_next.models.parts import ModelConfigError
 
 OWN_PARTS = '''
@@ -91,15 +90,11 @@ class NotAHead(nn.Linear):
 
 
 @pytest.fixture
-def own_parts(tmp_path, monkeypatch):
-    """`my_parts.py` in a folder outside the package, on the import path as the working folder is for `python -m`;
-    the variants a test declares are forgotten after it."""
+def own_parts(tmp_path, monkeypatch, forget_declared_variants):
+    """`my_parts.py` in a folder outside the package, on the import path as the working folder is for `python -m`."""
     (tmp_path / "my_parts.py").write_text(textwrap.dedent(OWN_PARTS))
     monkeypatch.syspath_prepend(str(tmp_path))
-    registered = set(VARIANTS)
-    yield tmp_path
-    for name in set(VARIANTS) - registered:
-        del VARIANTS[name]
+    return tmp_path
 
 
 def small(**args):

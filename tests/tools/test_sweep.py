@@ -1,5 +1,6 @@
 """Comparing experiments: a sweep over seeds (locally and as SLURM jobs), the report, and loggers besides
-TensorBoard."""
+TensorBoard. The experiment compared with the demo is a researcher's own: a token mixer from their own folder (the
+working folder of the sweep), in a variant their YAML declares."""
 
 import csv
 import os
@@ -9,8 +10,11 @@ import statistics
 import pytest
 import torch
 import yaml
+from research_folder import write_research_folder
 from small_runs import TESTS, small_run
 
+from inception_next.models.complexity import count_params
+from inception_next.models.factory import create_model
 from inception_next.tools import report, sweep
 from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
@@ -18,12 +22,10 @@ from inception_next.training.runs import scalars
 
 
 def experiments(folder):
-    """Two experiments on the demo recipe: as it is, and with the Inception bands shortened to 3."""
-    a, b = folder / "base.yaml", folder / "band3.yaml"
+    """Two experiments on the demo recipe: as it is, and with a mixer of `folder`'s own (research_folder.py)."""
+    a = folder / "base.yaml"
     a.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\n")
-    b.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\nmodel:\n  backbone_args:\n    mixer_args:\n"
-                 "      band_kernel_size: 3\n")
-    return [a, b]
+    return [a, write_research_folder(folder)]
 
 
 def tiny_flags(dataset, logs):
@@ -32,15 +34,18 @@ def tiny_flags(dataset, logs):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("forget_declared_variants")
 def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_and_reports(tiny_dataset, tmp_path,
                                                                                        monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.chdir(tmp_path)  # the researcher's folder: each fit finds my_mixers.py in its working folder
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` does, for report here
     configs, logs = experiments(tmp_path), tmp_path / "logs"
     flags = [*map(str, configs), "--seeds", "0", "1", *tiny_flags(tiny_dataset, logs)]
     with pytest.raises(SystemExit, match="4 run\\(s\\) failed"):  # each killed at step 3 (last.ckpt from step 2)
         sweep.main([*flags, "--trainer.callbacks+=interruptions.KillAt", "--trainer.callbacks.moment=step:3"])
     resumed = sweep.main(flags)
-    assert [name for name, _, _ in resumed] == ["base/seed0", "base/seed1", "band3/seed0", "band3/seed1"]
+    assert [name for name, _, _ in resumed] == ["base/seed0", "base/seed1", "dilated/seed0", "dilated/seed1"]
     for name, _, seed in resumed:
         runs = list((logs / name).iterdir())
         assert [run.name for run in runs] == ["version_0"]  # resumed in place, not started again
@@ -50,14 +55,15 @@ def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_an
     assert sweep.main(flags) == []  # all finished: nothing to run
 
     rows = {row["experiment"]: row for row in report.build(logs)}
-    assert set(rows) == {"base", "band3"} and rows["base"]["seeds"] == 2
+    assert set(rows) == {"base", "dilated"} and rows["base"]["seeds"] == 2
+    assert rows["dilated"]["params_m"] == pytest.approx(count_params(create_model("atto_dilated", num_classes=3)) / 1e6)
     best = [max(scalars(logs / f"base/seed{s}/version_0", "val/top1")[1]) for s in (0, 1)]
     assert rows["base"]["val/top1/best/mean"] == pytest.approx(statistics.mean(best))
     assert rows["base"]["val/top1/best/std"] == pytest.approx(statistics.stdev(best))
     printed = report.main([str(logs), "--baseline", "base", "--out", str(tmp_path / "report")])
     assert next(r for r in printed if r["experiment"] == "base")["diff/mean"] == 0.0
     assert (tmp_path / "report/report.png").stat().st_size > 1000
-    assert "| band3 | 2 |" in (tmp_path / "report/report.md").read_text()
+    assert "| dilated | 2 |" in (tmp_path / "report/report.md").read_text()
 
 
 def test_the_slurm_path_builds_one_job_per_run_with_its_command_and_resources(tmp_path, monkeypatch):
