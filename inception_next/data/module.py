@@ -69,6 +69,8 @@ class ImageNetDataModule(L.LightningDataModule):
         classes: the class names in label order; default: the layout's (class folders' names; ImageNet-1K's wnids for
             shards, whose labels are indices). The CLI sets the checkpoint's when it evaluates one, so its labels keep
             their meaning without the training data.
+        num_workers: loader worker processes. A source read in blocks (parquet row groups, LitData chunks) gives
+            each worker its own blocks, so its epoch order depends on this number (see ResumableSampler).
         shuffle_window: samples shuffled together in sources read in blocks (parquet row groups, see
             ResumableSampler); each loader worker holds about twice this many encoded images.
         seed: seed of the epoch order and of every sample's augmentation; null: the run's seed (seed_everything).
