@@ -26,7 +26,7 @@ from timm.utils import reparameterize_model
 from ..errors import UserError
 from ..models.complexity import count_macs, count_params
 from ..models.factory import backbone_name, create_model, get_variant, list_models
-from ..training.config import experiment_section
+from ..training.cli import resolved_config
 from .speed import build, is_ours, measure, native_size, paper_a100
 
 
@@ -45,12 +45,11 @@ def candidates(args):
     version)."""
     rows = []
     for config in args.config:
-        model, data = experiment_section(config, "model"), experiment_section(config, "data")
-        declared = model.get("backbone", "inception_next_tiny")
+        settings = resolved_config(config)
+        declared, overrides = settings["model"]["backbone"], settings["model"]["backbone_args"] or {}
         name = backbone_name(declared)
         base = declared["base"] if isinstance(declared, dict) else name
-        size = args.img_size or data.get("img_size") or native_size(base)
-        overrides = model.get("backbone_args") or {}
+        size = args.img_size or settings["data"]["img_size"]
         if base not in [row[0] for row in rows]:
             rows.append((base, lambda base=base: create_model(base), size, paper_a100(base, size)))
         rows.append((Path(config).stem, lambda name=name, overrides=overrides: create_model(name, **overrides), size,

@@ -6,12 +6,8 @@ line at commit 3f9769c, so that docs/recipes.md can cite it and tests/tools/test
 configs to it. `python -m inception_next.tools.recipes` prints docs/recipes.md.
 """
 
-import contextlib
-import io
 import math
 from pathlib import Path
-
-import yaml
 
 from ..data.module import default_crop_pct
 from ..training.config import EXPERIMENTS as EXPERIMENT_FOLDER
@@ -160,13 +156,10 @@ def official(recipe):
 
 
 def resolved_config(experiment):
-    """`fit --config <experiment> --print_config`, as a dict."""
-    from ..training.cli import main
+    """An experiment of the package (a path under experiments/) as fit resolves it."""
+    from ..training.cli import resolved_config
 
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
-        main(["fit", "--config", str(EXPERIMENT_FOLDER / experiment), "--print_config"])
-    return yaml.safe_load(printed.getvalue())
+    return resolved_config(EXPERIMENT_FOLDER / experiment)
 
 
 def ours(config):

@@ -40,12 +40,12 @@ def run_summary(run):
     checkpoints = checkpoints_of(run, "last")
     classes = torch.load(checkpoints[0], map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"][
         "num_classes"] if checkpoints else 1000
+    name = backbone_name(model["backbone"])
     with torch.device("meta"):
-        network = create_model(backbone_name(model["backbone"]), num_classes=classes,
-                               **(model.get("backbone_args") or {}))
+        network = create_model(name, num_classes=classes, **(model.get("backbone_args") or {}))
     row["params_m"] = count_params(network) / 1e6
     row["macs_g"] = count_macs(network, config["data"]["img_size"]) / 1e9
-    row["img_size"], row["backbone"] = config["data"]["img_size"], backbone_name(model["backbone"])
+    row["img_size"], row["backbone"] = config["data"]["img_size"], name
     return row
 
 

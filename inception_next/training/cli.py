@@ -5,7 +5,9 @@ Without a config, the subcommand runs `experiments/demo.yaml`. The CLI wires: it
 (checkpoints.py), evaluates as the weights were trained, names the run's folder and adds the callbacks every run needs.
 """
 
+import contextlib
 import importlib
+import io
 import json
 import logging
 import re
@@ -437,3 +439,16 @@ def main(args=None):
     except (UserError, MisconfigurationException) as error:
         print(f"error: {own_message(error)}", file=sys.stderr)
         sys.exit(1)
+
+
+def resolved_config(path):
+    """`fit --config PATH --print_config` as a dict: the experiment as fit resolves it (its `extends` chain and
+    every default). A config that does not parse has printed its one-line error and exits."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            main(["fit", "--config", str(path), "--print_config"])
+    except SystemExit as stop:
+        if stop.code:
+            raise
+    return yaml.safe_load(printed.getvalue())

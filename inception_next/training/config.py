@@ -44,15 +44,6 @@ def config_chain(path, seen=()):
     return (config_chain(path.parent / base, seen + (path,)) if base else []) + [path]
 
 
-def experiment_section(path, section):
-    """One section of an experiment's settings (`model`, `data`) through its `extends` chain, each file's keys
-    replacing the earlier ones' whole, as `--config` applies them."""
-    settings = {}
-    for file in config_chain(path):
-        settings.update(read_config(file).get(section) or {})
-    return settings
-
-
 def is_absolute(value):
     """A path that needs no folder to mean one place: absolute, or a URL (s3://bucket/prefix)."""
     return "://" in value or Path(value).expanduser().is_absolute()
