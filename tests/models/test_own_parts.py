@@ -5,29 +5,17 @@ import textwrap
 
 import pytest
 import torch
+from research_folder import MIXER
 
 from inception_next import create_model
 from inception_next.models.complexity import count_params
 from inception_next.models.factory import backbone_name, declare_variant, get_variant, wrap_features
 from inception_next.models.parts import ModelConfigError
 
-OWN_PARTS = '''
+OWN_PARTS = MIXER + '''
 import torch
-from torch import nn
 
-from inception_next.models import ConvMlp, Head, MetaNeXtBlock
-
-
-class DilatedBand(nn.Module):
-    """A dilated k x k depthwise convolution over every channel."""
-
-    def __init__(self, dim, kernel_size=5, dilation=2):
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation,
-                              groups=dim)
-
-    def forward(self, x):
-        return self.conv(x)
+from inception_next.models import Head, MetaNeXtBlock
 
 
 class TwoResiduals(MetaNeXtBlock):
