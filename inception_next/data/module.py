@@ -215,10 +215,8 @@ class ImageNetDataModule(L.LightningDataModule):
                                    window=self.hparams.shuffle_window, batch_size=self.batch_size,
                                    streams=max(1, self.hparams.num_workers))
         if train and self._resume_at is not None:
-            epoch, start, streams = self._resume_at
-            sampler.set_epoch(epoch)
-            sampler.resume(epoch, start, streams)
-            sampler.started, sampler.epoch_streams = (epoch, start), streams or sampler.streams
+            sampler.set_epoch(self._resume_at[0])
+            sampler.resume(*self._resume_at)
             self._resume_at = None
         elif train and self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)

@@ -71,8 +71,10 @@ class ResumableSampler(DistributedSampler):
         self.epoch = epoch
 
     def resume(self, epoch, start, streams=None):
-        """Begin `epoch` at its `start`-th index, its order laid out in `streams` pieces (default: this sampler's)."""
+        """Begin `epoch` at its `start`-th index, its order laid out in `streams` pieces (default: this sampler's).
+        `position()` points there at once, for a checkpoint saved before the iteration starts."""
         self._resume_at = (epoch, start, streams or self.streams)
+        self.started, self.consumed, self.epoch_streams = (epoch, start), 0, self._resume_at[2]
 
     def __len__(self):
         if self.shuffle:
