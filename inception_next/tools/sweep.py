@@ -16,12 +16,16 @@ GPUs and nodes; one CPU task without (CPU-only partitions). A job at its time li
 """
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ..training.runs import finished_runs
+
+FIT_SAVE_TIMEOUT_S = 60  # how long a signalled job waits for its fit to save and exit before it requeues
 
 
 def runs(configs, seeds):
@@ -67,11 +71,17 @@ class ResumableFit:
 
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)  # it saves at its next optimizer step
-            except subprocess.TimeoutExpired:
-                pass
+            deadline = time.monotonic() + FIT_SAVE_TIMEOUT_S  # it saves at its next optimizer step
+            while not has_exited(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
         return DelayedSubmission(ResumableFit(self.command))
+
+
+def has_exited(pid):
+    """Whether the child `pid` has exited, leaving it to be reaped: submitit calls `checkpoint` from a signal handler
+    that interrupts `__call__`'s `Popen.wait`, which holds the lock a second `Popen.wait` needs (that one would
+    only time out)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def slurm_executor(args, folder):

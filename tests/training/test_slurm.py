@@ -5,12 +5,14 @@ workers, which SLURM signals too. The time-limited job runs beside the others (e
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from slurm_cluster import Cluster, missing_tools
 from small_runs import TESTS, run_flags
 
+from inception_next.tools.sweep import FIT_SAVE_TIMEOUT_S
 from inception_next.training.runs import FINISHED, scalars
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -111,6 +113,10 @@ def test_a_sweep_runs_on_the_cpu_partition_and_a_requeued_job_resumes_in_place(c
     first_save = logs / "demo/seed0/version_0/checkpoints/last.ckpt"
     cluster.wait(jobs[0], timeout=120, until=lambda _: first_save.is_file())
     cluster.signal(jobs[0], "USR2")  # submitit's signal: the run saves, submitit requeues the same command
+    signalled = time.monotonic()
+    cluster.wait(jobs[0], timeout=120, until=lambda job: job.get("Restarts") == "1")
+    # requeued once the fit has saved and exited (a few seconds), not after FIT_SAVE_TIMEOUT_S
+    assert time.monotonic() - signalled < FIT_SAVE_TIMEOUT_S - 15, cluster.logs()
     states = [cluster.wait(job) for job in jobs]
     assert [s["JobState"] for s in states] == ["COMPLETED", "COMPLETED"], cluster.logs()
     assert states[0]["Restarts"] == "1"
