@@ -68,6 +68,9 @@ class Cluster:
             f"SlurmdPidFile={f / 'slurmd.pid'}", f"SlurmctldLogFile={f / 'slurmctld.log'}",
             f"SlurmdLogFile={f / 'slurmd.log'}", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "JobRequeue=1", "SchedulerType=sched/builtin", "SelectType=select/cons_tres",
+            # a requeued job becomes eligible after cred_expire with no event to wake the scheduler: it waited for
+            # the periodic pass (every 60 s by default)
+            "SchedulerParameters=sched_interval=2",
             "SelectTypeParameters=CR_Core",
             "ReturnToService=2", "MpiDefault=none", "KillWait=20", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none",
