@@ -1,5 +1,5 @@
 """The one path from a source's bytes to a training or evaluation tensor, whatever the layout: decode, then timm's
-transform under the sample's own seed."""
+transform (up to uint8 pixels, see `module`) under the sample's own seed."""
 
 import multiprocessing
 import warnings

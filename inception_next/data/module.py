@@ -5,6 +5,11 @@ Every layout goes through the same decode, the same timm transforms and the same
 and labels index the classes in sorted-wnid order, so a recipe means the same thing whichever copy of ImageNet a
 user holds. A command reads only the split it needs: validate and test run on the validation split alone.
 
+Where the work happens: as timm's prefetcher in the official runs, the loader workers stop at uint8 pixels (decode,
+crop, flip, RandAugment; a quarter of the bytes to pass between processes), and the batch is normalized and
+randomly erased on the device (`on_after_batch_transfer`), each image under its sample's seed. A loader used by
+hand gives uint8 images: `normalize` makes them the model's input.
+
 Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
 image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
 Validation and test do not skip: leaving an image out would silently change the metric's denominator. Before any
@@ -23,6 +28,7 @@ from timm.data import (
     ImageNetInfo,
     create_transform,
 )
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader
 
 from ..training.preemption import ignore_job_signals
@@ -30,7 +36,7 @@ from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError
 from .object_store import is_url
-from .sampler import ResumableSampler
+from .sampler import ResumableSampler, seeded_randomness, stream_seed
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 
@@ -110,6 +116,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_sampler = None
         self._resume_at = None
+        self._erasing_seeds = None  # the training batch's, between the transfer hooks
 
     # -- the source and its classes: known before setup, so the CLI can hand num_classes to the model ------------
     @property
@@ -142,17 +149,32 @@ class ImageNetDataModule(L.LightningDataModule):
     def class_names(self):
         return imagenet_class_names(self.classes)
 
-    # -- transforms -----------------------------------------------------------------------------------------------
+    # -- transforms: per image in the loader workers, then per batch on the device -------------------------------
     def train_transform(self):
+        """timm's training transform up to uint8 pixels (as with timm's prefetcher): crop, flip, RandAugment."""
         h = self.hparams
         return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
-                                color_jitter=h.color_jitter, auto_augment=h.auto_augment, re_prob=h.reprob,
-                                re_mode=h.remode, interpolation=h.train_interpolation, mean=IMAGENET_DEFAULT_MEAN,
-                                std=IMAGENET_DEFAULT_STD)
+                                color_jitter=h.color_jitter, auto_augment=h.auto_augment,
+                                interpolation=h.train_interpolation, use_prefetcher=True)
 
     def eval_transform(self):
+        """timm's evaluation transform up to uint8 pixels: resize, centre crop."""
         return create_transform(self.img_size, is_training=False, interpolation=self.hparams.interpolation,
-                                crop_pct=self.crop_pct, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+                                crop_pct=self.crop_pct, use_prefetcher=True)
+
+    def normalize(self, images):
+        """uint8 images as the loaders give them -> the model's input (ImageNet's mean and std)."""
+        mean = images.new_tensor([255 * m for m in IMAGENET_DEFAULT_MEAN], dtype=torch.float32).view(1, 3, 1, 1)
+        std = images.new_tensor([255 * s for s in IMAGENET_DEFAULT_STD], dtype=torch.float32).view(1, 3, 1, 1)
+        return (images.float() - mean) / std
+
+    def erase(self, images, seeds):
+        """timm's RandomErasing on normalized training images, each under its sample's seed."""
+        erasing = RandomErasing(self.hparams.reprob, mode=self.hparams.remode, device=images.device)
+        for image, seed in zip(images, seeds):
+            with seeded_randomness(stream_seed(seed, "erasing"), images.device):
+                erasing(image)
+        return images
 
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def prepare_data(self):
@@ -237,9 +259,24 @@ class ImageNetDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch, dataloader_idx):
         """Count the training samples about to be trained: the resume point is kept here rather than read from
         Lightning's loop counters, which a resumed run does not always restore consistently."""
+        self._erasing_seeds = None
         if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
+            if self.hparams.reprob > 0:
+                self._erasing_seeds = self.train_sampler.seeds(len(batch[0]))
             self.train_sampler.consumed += len(batch[0])
         return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """On the device, as timm's prefetcher in the official runs: normalize, and erase in training batches."""
+        if not isinstance(batch, (list, tuple)) or not torch.is_tensor(batch[0]) or batch[0].dtype != torch.uint8:
+            return batch  # not a loader's batch: Lightning passes the model summary's example input here too
+        images, *rest = batch
+        images = self.normalize(images)
+        if self._erasing_seeds is not None:
+            images = self.erase(images, self._erasing_seeds)
+        if self.trainer is not None:
+            images = self.trainer.precision_plugin.convert_input(images)
+        return type(batch)([images, *rest])
 
     def state_dict(self):
         """Saved in every checkpoint: the seed, and where the next training batch comes from (epoch, and how many

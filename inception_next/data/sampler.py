@@ -1,6 +1,7 @@
 """The order of samples: reproducible from (seed, epoch), sharded across ranks, resumable mid-epoch, with each
 sample's augmentation seeded by (seed, epoch, index)."""
 
+import hashlib
 import random
 from contextlib import contextmanager
 
@@ -10,17 +11,23 @@ from torch.utils.data import DistributedSampler, get_worker_info
 
 
 @contextmanager
-def seeded_randomness(seed):
-    """Seed Python's, NumPy's and torch's generators with `seed`, so that a sample's augmentation depends on
-    (seed, epoch, index) alone: not on the worker that loads it, on how many workers there are, or on where training
-    resumed. A loader worker's generators serve nothing else, so there they are only reseeded (cheap); in the main
-    process (num_workers=0) their states are put back afterwards, leaving Mixup's and drop path's draws untouched."""
+def seeded_randomness(seed, device=None):
+    """Seed Python's, NumPy's and torch's generators (and a CUDA `device`'s) with `seed`, so that a sample's
+    augmentation depends on (seed, epoch, index) alone: not on the worker that loads it, on how many workers there
+    are, or on where training resumed. A loader worker's generators serve nothing else, so there they are only
+    reseeded (cheap); in the main process their states are put back afterwards, leaving Mixup's and drop path's
+    draws untouched."""
+    cuda = device is not None and torch.device(device).type == "cuda"
     saved = None
     if get_worker_info() is None:
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                 torch.cuda.get_rng_state(device) if cuda else None)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.default_generator.manual_seed(seed % 2**63)
+    if cuda:
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed % 2**63)
     try:
         yield
     finally:
@@ -28,6 +35,13 @@ def seeded_randomness(seed):
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             torch.set_rng_state(saved[2])
+            if cuda:
+                torch.cuda.set_rng_state(saved[3], device)
+
+
+def stream_seed(seed, stream):
+    """A seed for another stream of draws of the same sample (`stream`: its name), unrelated to `seed`'s own."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest(), "little")
 
 
 class ResumableSampler(DistributedSampler):
@@ -66,6 +80,7 @@ class ResumableSampler(DistributedSampler):
         self.epoch, self._resume_at = 0, None
         self.started, self.consumed = (0, 0), 0  # the running iteration's (epoch, start), and samples trained since
         self.epoch_streams = streams  # the pieces the running iteration's order was laid out in
+        self._pairs = []  # the running iteration's (index, seed) pairs
 
     def set_epoch(self, epoch):  # called by Lightning before each epoch
         self.epoch = epoch
@@ -132,9 +147,16 @@ class ResumableSampler(DistributedSampler):
         order = self._order(streams)
         self.started, self.consumed, self.epoch_streams = (self.epoch, start), 0, streams
         if not self.shuffle:  # evaluation's transform draws nothing at random: no generators to seed
-            return iter([(index, None) for index in order[start:]])
-        epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
-        return iter([(index, epoch_seed + index) for index in order[start:]])
+            self._pairs = [(index, None) for index in order[start:]]
+        else:
+            epoch_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+            self._pairs = [(index, epoch_seed + index) for index in order[start:]]
+        return iter(self._pairs)
+
+    def seeds(self, count):
+        """The augmentation seeds of the next `count` samples to train (from `consumed` on): for augmentation
+        applied to the batch in the main process rather than to each sample in a loader worker."""
+        return [seed for _, seed in self._pairs[self.consumed:self.consumed + count]]
 
     def position(self, epoch_samples=None):
         """Where the next sample to train comes from, (epoch, index into this rank's order), counting the samples

@@ -42,7 +42,8 @@ def test_transforms_follow_the_paper():
     assert "RandomResizedCropAndInterpolation(size=(224, 224), scale=(0.08, 1.0)" in train
     assert "interpolation=bilinear bicubic" in train and "RandomHorizontalFlip(p=0.5)" in train  # random, per image
     assert "RandAugment(n=2" in train and "m=9, mstd=0.5" in train
-    assert "RandomErasing(p=0.25, mode=pixel" in train
+    assert train.rstrip().endswith("MaybePILToTensor()\n)") and "Normalize" not in train  # uint8 to the device
+    assert (data.hparams.reprob, data.hparams.remode) == (0.25, "pixel")  # erased there (test_augmentation)
     evaluation = repr(data.eval_transform())
     assert "Resize(size=256, interpolation=bicubic" in evaluation and "CenterCrop(size=(224, 224))" in evaluation
     at_384 = repr(ImageNetDataModule(img_size=384).eval_transform())
