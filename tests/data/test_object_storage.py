@@ -49,7 +49,8 @@ def store(tmp_path_factory):
     used = set()
     ports = {name: free_port(used) for name in ("master", "volume", "filer", "s3")}
     (folder / "data").mkdir()
-    server = subprocess.Popen([weed, "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    server = subprocess.Popen([weed, f"-logdir={folder}",  # its own logs here, not in /tmp
+                               "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
                                f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}",
                                f"-s3.config={folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
