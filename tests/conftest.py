@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-# Two cores: keep intra-op threads from oversubscribing when pytest runs subprocesses beside us; with two test workers
+# Two cores: keep intra-op threads from oversubscribing when pytest runs subprocesses beside us; with test workers
 # (pytest-xdist, as pyproject.toml sets), one thread each, in this process and in the commands the tests start.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
