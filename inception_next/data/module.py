@@ -36,7 +36,7 @@ from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError
 from .object_store import is_url
-from .sampler import ResumableSampler, seeded_randomness, stream_seed
+from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 
@@ -171,8 +171,9 @@ class ImageNetDataModule(L.LightningDataModule):
     def erase(self, images, seeds):
         """timm's RandomErasing on normalized training images, each under its sample's seed."""
         erasing = RandomErasing(self.hparams.reprob, mode=self.hparams.remode, device=images.device)
-        for image, seed in zip(images, seeds):
-            with seeded_randomness(stream_seed(seed, "erasing"), images.device):
+        with kept_randomness(images.device):
+            for image, seed in zip(images, seeds):
+                reseed(stream_seed(seed, "erasing"), images.device)
                 erasing(image)
         return images
 

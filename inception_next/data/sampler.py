@@ -10,24 +10,28 @@ import torch
 from torch.utils.data import DistributedSampler, get_worker_info
 
 
-@contextmanager
-def seeded_randomness(seed, device=None):
-    """Seed Python's, NumPy's and torch's generators (and a CUDA `device`'s) with `seed`, so that a sample's
-    augmentation depends on (seed, epoch, index) alone: not on the worker that loads it, on how many workers there
-    are, or on where training resumed. A loader worker's generators serve nothing else, so there they are only
-    reseeded (cheap); in the main process their states are put back afterwards, leaving Mixup's and drop path's
-    draws untouched."""
-    cuda = device is not None and torch.device(device).type == "cuda"
-    saved = None
-    if get_worker_info() is None:
-        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                 torch.cuda.get_rng_state(device) if cuda else None)
+def _is_cuda(device):
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def reseed(seed, device=None):
+    """Seed Python's, NumPy's and torch's generators (and a CUDA `device`'s) with `seed`."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.default_generator.manual_seed(seed % 2**63)
-    if cuda:
+    if _is_cuda(device):
         with torch.cuda.device(device):
             torch.cuda.manual_seed(seed % 2**63)
+
+
+@contextmanager
+def kept_randomness(device=None):
+    """Within: reseed at will. In the main process the generators' states are put back afterwards, leaving Mixup's
+    and drop path's draws untouched; a loader worker's generators serve nothing else, so there nothing is kept."""
+    saved = None
+    if get_worker_info() is None:
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                 torch.cuda.get_rng_state(device) if _is_cuda(device) else None)
     try:
         yield
     finally:
@@ -35,8 +39,17 @@ def seeded_randomness(seed, device=None):
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             torch.set_rng_state(saved[2])
-            if cuda:
+            if saved[3] is not None:
                 torch.cuda.set_rng_state(saved[3], device)
+
+
+@contextmanager
+def seeded_randomness(seed, device=None):
+    """Within: the generators seeded with `seed`, so that a sample's augmentation depends on (seed, epoch, index)
+    alone: not on the worker that loads it, on how many workers there are, or on where training resumed."""
+    with kept_randomness(device):
+        reseed(seed, device)
+        yield
 
 
 def stream_seed(seed, stream):

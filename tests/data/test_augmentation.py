@@ -102,7 +102,9 @@ def changed(images):
 def test_random_erasing_on_the_batch_is_timms_per_image_erasing_in_distribution():
     data = ImageNetDataModule(reprob=0.25, remode="pixel")
     seeds = [(7 * 1_000_003 + 2) * 10_000_019 + index for index in range(DRAWS)]
+    states = random.getstate(), torch.get_rng_state()
     ours = data.erase(torch.zeros(DRAWS, 3, 24, 32), seeds)
+    assert random.getstate() == states[0] and torch.equal(torch.get_rng_state(), states[1])  # Mixup's draws stay
     torch.manual_seed(0)
     random.seed(0)
     erasing = RandomErasing(0.25, mode="pixel", device="cpu")  # as timm's transform applies it, image by image
