@@ -68,8 +68,9 @@ class ImageNetDataModule(L.LightningDataModule):
         img_size: training and evaluation resolution.
         crop_pct: evaluation resizes to img_size / crop_pct, then centre-crops; default 0.875, or 1.0 from 384 px.
         batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
-        auto_augment, color_jitter, reprob, remode, scale, hflip, train_interpolation: timm's training transform
-            ("random": bilinear or bicubic per image, as the official runs).
+        auto_augment, color_jitter, scale, hflip, train_interpolation: timm's training transform ("random":
+            bilinear or bicubic per image, as the official runs).
+        reprob, remode: timm's random erasing, applied to the training batch on the device.
         interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
         classes: the class names in label order; default: the layout's (class folders' names; ImageNet-1K's wnids for
