@@ -118,6 +118,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.train_sampler = None
         self._resume_at = None
         self._erasing_seeds = None  # the training batch's, between the transfer hooks
+        self._mean_std = {}  # normalize's, per device
 
     # -- the source and its classes: known before setup, so the CLI can hand num_classes to the model ------------
     @property
@@ -165,8 +166,10 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def normalize(self, images):
         """uint8 images as the loaders give them -> the model's input (ImageNet's mean and std)."""
-        mean = images.new_tensor([255 * m for m in IMAGENET_DEFAULT_MEAN], dtype=torch.float32).view(1, 3, 1, 1)
-        std = images.new_tensor([255 * s for s in IMAGENET_DEFAULT_STD], dtype=torch.float32).view(1, 3, 1, 1)
+        if images.device not in self._mean_std:  # once per device: a copy to the GPU each step would wait for it
+            self._mean_std[images.device] = [torch.tensor([255 * v for v in values], device=images.device).view(
+                1, 3, 1, 1) for values in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+        mean, std = self._mean_std[images.device]
         return (images.float() - mean) / std
 
     def erase(self, images, seeds):
