@@ -39,6 +39,7 @@ from .object_store import is_url
 from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
+ERASING_MODES = ("const", "rand", "pixel")  # timm's: one colour, a random colour per erasure, noise per pixel
 
 
 def default_crop_pct(img_size):
@@ -102,6 +103,10 @@ class ImageNetDataModule(L.LightningDataModule):
             value = self.hparams[name]
             if not isinstance(value, int) or value < least:
                 raise DatasetError(f"data.{name} {value}: expected an integer of at least {least}")
+        if not 0 <= reprob <= 1:
+            raise DatasetError(f"data.reprob {reprob}: expected a probability in [0, 1]")
+        if remode not in ERASING_MODES:  # timm's RandomErasing would take any other name for "const"
+            raise DatasetError(f"data.remode {remode!r}: expected one of {', '.join(ERASING_MODES)}")
         if crop_pct is not None and not 0 < crop_pct <= 1:
             raise DatasetError(f"data.crop_pct {crop_pct}: expected a fraction in (0, 1]")
         if format is not None and format not in readers.READABLE:

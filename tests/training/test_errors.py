@@ -21,6 +21,8 @@ def one_class_dataset(tmp_path_factory):
     (["--data.batch_size", "-4"], 1, "error: data.batch_size -4: expected an integer of at least 1"),
     (["--data.img_size", "0"], 1, "error: data.img_size 0: expected an integer of at least 1"),
     (["--data.num_workers", "-1"], 1, "error: data.num_workers -1: expected an integer of at least 0"),
+    (["--data.remode", "pixl"], 1, "error: data.remode 'pixl': expected one of const, rand, pixel"),
+    (["--data.reprob", "1.5"], 1, "error: data.reprob 1.5: expected a probability in [0, 1]"),
     (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
     (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
     (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),
