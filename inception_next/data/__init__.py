@@ -4,6 +4,7 @@
     readers/      one module per source layout: class folders, Kaggle, Hugging Face parquet, WebDataset, LitData
                   chunks, the archives
     object_store  s3://bucket/prefix, through boto3
+    transforms    timm's training crop, resized by torch
     datasets      the one path from a reader's bytes to a tensor (decode, timm transform, per-sample seed)
     sampler       the resumable, rank-sharded, seeded order
     module        the LightningDataModule

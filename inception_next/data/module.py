@@ -6,9 +6,9 @@ and labels index the classes in sorted-wnid order, so a recipe means the same th
 user holds. A command reads only the split it needs: validate and test run on the validation split alone.
 
 Where the work happens: as timm's prefetcher in the official runs, the loader workers stop at uint8 pixels (decode,
-crop, flip, RandAugment; a quarter of the bytes to pass between processes), and the batch is normalized and
-randomly erased on the device (`on_after_batch_transfer`), each image under its sample's seed. A loader used by
-hand gives uint8 images: `normalize` makes them the model's input.
+crop, flip, RandAugment; a quarter of the bytes to pass between processes; the crop resized by torch, see
+`transforms`), and the batch is normalized and randomly erased on the device (`on_after_batch_transfer`), each
+image under its sample's seed. A loader used by hand gives uint8 images: `normalize` makes them the model's input.
 
 Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
 image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
@@ -37,6 +37,7 @@ from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError
 from .object_store import is_url
 from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
+from .transforms import with_fast_crop
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 ERASING_MODES = ("const", "rand", "pixel")  # timm's: one colour, a random colour per erasure, noise per pixel
@@ -158,11 +159,12 @@ class ImageNetDataModule(L.LightningDataModule):
 
     # -- transforms: per image in the loader workers, then per batch on the device -------------------------------
     def train_transform(self):
-        """timm's training transform up to uint8 pixels (as with timm's prefetcher): crop, flip, RandAugment."""
+        """timm's training transform up to uint8 pixels (as with timm's prefetcher): crop, flip, RandAugment; the
+        crop resized by torch (`transforms.FastResizedCrop`)."""
         h = self.hparams
-        return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
-                                color_jitter=h.color_jitter, auto_augment=h.auto_augment,
-                                interpolation=h.train_interpolation, use_prefetcher=True)
+        return with_fast_crop(create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
+                                               color_jitter=h.color_jitter, auto_augment=h.auto_augment,
+                                               interpolation=h.train_interpolation, use_prefetcher=True))
 
     def eval_transform(self):
         """timm's evaluation transform up to uint8 pixels: resize, centre crop."""

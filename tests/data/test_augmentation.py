@@ -1,22 +1,22 @@
 """The training augmentation is timm's in distribution, though it runs in two places (timm's transform per image
-in the loader workers under each sample's seed, timm's RandomErasing per batch on the device), and the evaluation
-input is timm's evaluation transform's. Each distribution is compared with timm's own, drawn as timm draws it (one
-generator per process, seeded once), by a two-sample Kolmogorov-Smirnov test at a 0.1% false alarm rate."""
+in the loader workers under each sample's seed, its crop resized by torch; timm's RandomErasing per batch on the
+device), and the evaluation input is timm's evaluation transform's. Each distribution is compared with timm's own,
+drawn as timm draws it (one generator per process, seeded once), by a two-sample Kolmogorov-Smirnov test at a 0.1%
+false alarm rate."""
 
-import io
 import random
 from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.random_erasing import RandomErasing
 
-from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler, demo
-from inception_next.data.images import decode
+from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler, demo, seeded_randomness
+from inception_next.data.images import decode, load_rgb
 from inception_next.data.readers import folders
+from inception_next.data.transforms import FastResizedCrop
 
 DRAWS = 3000
 
@@ -47,6 +47,7 @@ def recorded(transform):
     RandAugment op applied with its arguments."""
     crops, ops = [], defaultdict(list)
     crop, randaugment = transform.transforms[0], transform.transforms[2]
+    crop = crop.crop if isinstance(crop, FastResizedCrop) else crop  # ours: timm's, resized by torch
     draw_crop = crop.get_params
 
     def get_params(image, scale, ratio):
@@ -93,6 +94,35 @@ def test_crops_and_randaugment_are_timms_in_distribution(auto_augment, tiny_data
             assert_same_distribution([a[0] for a in our_ops[name]], [a[0] for a in their_ops[name]], name)
 
 
+@pytest.fixture(scope="module")
+def photographs(tmp_path_factory):
+    root = demo.write_photographs(tmp_path_factory.mktemp("photos"), 12)
+    return [load_rgb(path) for path in sorted(root.rglob("*.JPEG"))]
+
+
+def test_the_training_input_is_timms_pixels_under_the_same_seed(photographs):
+    """Our crop keeps timm's draws, so a seed gives timm's crop; torch's resize moves pixels by two levels at most.
+    RandAugment after it draws the same ops, whose thresholds (solarize, posterize) may turn a level's difference
+    into more, in a few pixels."""
+    data = ImageNetDataModule(img_size=224)
+    ours = data.train_transform()
+    theirs = create_transform(224, is_training=True, auto_augment=data.hparams.auto_augment, interpolation="random",
+                              color_jitter=0.4, use_prefetcher=True)
+    for seed, image in enumerate(photographs * 4):
+        with seeded_randomness(seed):
+            our_crop = np.asarray(ours.transforms[0](image), dtype=int)
+        with seeded_randomness(seed):
+            their_crop = np.asarray(theirs.transforms[0](image), dtype=int)
+        assert our_crop.shape == their_crop.shape == (224, 224, 3)
+        assert np.abs(our_crop - their_crop).max() <= 2 and np.abs(our_crop - their_crop).mean() < 0.05
+        with seeded_randomness(seed):
+            our_input = ours(image).numpy().astype(int)
+        with seeded_randomness(seed):
+            their_input = theirs(image).numpy().astype(int)
+        difference = np.abs(our_input - their_input)
+        assert difference.mean() < 0.1 and (difference > 1).mean() < 0.01
+
+
 def changed(images):
     """Per image: whether any pixel was erased, and the erased fraction of its area."""
     erased = (images != 0).any(dim=1).float().mean(dim=(1, 2))
@@ -118,15 +148,12 @@ def test_random_erasing_on_the_batch_is_timms_per_image_erasing_in_distribution(
     assert torch.equal(again, ours[:4])  # each image's erasing depends on its sample's seed alone
 
 
-def test_the_evaluation_input_is_timms_evaluation_transforms(tmp_path):
-    root = demo.write_photographs(tmp_path / "photos", 4)
+def test_the_evaluation_input_is_timms_evaluation_transforms(photographs):
     data = ImageNetDataModule(root=None, img_size=224)
     timm_eval = create_transform(224, is_training=False, interpolation="bicubic", crop_pct=0.875,
                                  mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     std = torch.tensor(IMAGENET_DEFAULT_STD).view(3, 1, 1)
-    for path in sorted(p for p in root.rglob("*.JPEG")):
-        with Image.open(io.BytesIO(path.read_bytes())) as image:
-            image = image.convert("RGB")
+    for image in photographs:
         ours = data.normalize(data.eval_transform()(image)[None])[0]
         assert image.size[0] >= 400 and ours.shape == (3, 224, 224)
         assert ((ours - timm_eval(image)).abs() * std).max() < 1 / 255  # in pixel units
