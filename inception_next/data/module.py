@@ -268,10 +268,18 @@ class ImageNetDataModule(L.LightningDataModule):
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
                           generator=torch.Generator().manual_seed(self.seed or 0))
 
+    @staticmethod
+    def _from_a_loader(batch):
+        """Whether `batch` is a loader's (uint8 images first): Lightning passes the model summary's example input
+        through the transfer hooks too, while fitting."""
+        return isinstance(batch, (list, tuple)) and torch.is_tensor(batch[0]) and batch[0].dtype == torch.uint8
+
     def on_before_batch_transfer(self, batch, dataloader_idx):
         """Count the training samples about to be trained: the resume point is kept here rather than read from
         Lightning's loop counters, which a resumed run does not always restore consistently."""
         self._erasing_seeds = None
+        if not self._from_a_loader(batch):
+            return batch
         if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
             if self.hparams.reprob > 0:
                 self._erasing_seeds = self.train_sampler.seeds(len(batch[0]))
@@ -280,8 +288,8 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """On the device, as timm's prefetcher in the official runs: normalize, and erase in training batches."""
-        if not isinstance(batch, (list, tuple)) or not torch.is_tensor(batch[0]) or batch[0].dtype != torch.uint8:
-            return batch  # not a loader's batch: Lightning passes the model summary's example input here too
+        if not self._from_a_loader(batch):
+            return batch
         images, *rest = batch
         images = self.normalize(images)
         if self._erasing_seeds is not None:

@@ -65,6 +65,16 @@ def tiny_data(dataset, **kwargs):
     return ImageNetDataModule(**{**dict(root=str(dataset), img_size=32, batch_size=4, num_workers=0), **kwargs})
 
 
+def test_only_the_loaders_batches_count_as_trained_samples(tiny_dataset, tmp_path):
+    """The model summary's example input (one image) goes through the transfer hooks while fitting. With loader
+    workers the epoch's iteration has begun by then, and it was counted as 3 samples trained (its channels), which
+    shifted the erasing seeds of a run's first epoch by 3 samples: a run resumed at an epoch's start erased others."""
+    data, model = tiny_data(tiny_dataset, num_workers=2), tiny_module()
+    model.example_input_array = torch.zeros(1, 3, 32, 32)  # as the CLI sets it
+    tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=2, enable_model_summary=True).fit(model, datamodule=data)
+    assert data.train_sampler.consumed == 2 * 4
+
+
 def test_lr_follows_the_schedule_every_optimizer_step(tiny_dataset, tmp_path):
     record = RecordLR()
     model = tiny_module(lr_per_1024=1.0, warmup_epochs=1, warmup_lr=1e-4, min_lr=1e-4 / 2, cooldown_epochs=1,
