@@ -8,7 +8,8 @@ user holds. A command reads only the split it needs: validate and test run on th
 Where the work happens: as timm's prefetcher in the official runs, the loader workers stop at uint8 pixels (decode,
 crop, flip, RandAugment; a quarter of the bytes to pass between processes; the crop resized by torch, see
 `transforms`), and the batch is normalized and randomly erased on the device (`on_after_batch_transfer`), each
-image under its sample's seed. A loader used by hand gives uint8 images: `normalize` makes them the model's input.
+image under its sample's seed. With `augment_on: device`, RandAugment moves there too (`randaugment`), for machines
+with few CPU cores per GPU. A loader used by hand gives uint8 images: `normalize` makes them the model's input.
 
 Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
 image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
@@ -22,25 +23,30 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
     ImageNetInfo,
     create_transform,
 )
+from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader
+from torchvision.transforms import Compose
 
 from ..training.preemption import ignore_job_signals
 from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
 from .images import IMAGE_EXTENSIONS, DatasetError
 from .object_store import is_url
+from .randaugment import BatchRandAugment
 from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
 from .transforms import with_fast_crop
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 ERASING_MODES = ("const", "rand", "pixel")  # timm's: one colour, a random colour per erasure, noise per pixel
+AUGMENT_PLACES = ("workers", "device")
 
 
 def default_crop_pct(img_size):
@@ -72,6 +78,9 @@ class ImageNetDataModule(L.LightningDataModule):
         batch_size: per device (the global batch is this x devices x nodes x gradient accumulation).
         auto_augment, color_jitter, scale, hflip, train_interpolation: timm's training transform ("random":
             bilinear or bicubic per image, as the official runs).
+        augment_on: where RandAugment runs: "workers" (timm's transform, per image) or "device" (the batch on the
+            training device, the same draws and the same pixels as timm's PIL ops; frees the loader workers of
+            about a third of their work, for machines with few CPU cores per GPU).
         reprob, remode: timm's random erasing, applied to the training batch on the device.
         interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
@@ -95,6 +104,7 @@ class ImageNetDataModule(L.LightningDataModule):
                  persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                  color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
                  scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, train_interpolation: str = "random",
+                 augment_on: str = "workers",
                  interpolation: str = "bicubic",
                  predict_root: str | None = None, seed: int | None = None, classes: list[str] | None = None,
                  shuffle_window: int = 1024):
@@ -106,6 +116,11 @@ class ImageNetDataModule(L.LightningDataModule):
                 raise DatasetError(f"data.{name} {value}: expected an integer of at least {least}")
         if not 0 <= reprob <= 1:
             raise DatasetError(f"data.reprob {reprob}: expected a probability in [0, 1]")
+        if augment_on not in AUGMENT_PLACES:
+            raise DatasetError(f"data.augment_on {augment_on!r}: expected one of {', '.join(AUGMENT_PLACES)}")
+        if augment_on == "device" and not (auto_augment or "").startswith("rand"):  # timm's test for RandAugment
+            raise DatasetError(f"data.augment_on device moves timm's RandAugment to the device, and data.auto_augment "
+                               f"is {auto_augment!r}; expected a rand-... policy, or data.augment_on workers")
         if remode not in ERASING_MODES:  # timm's RandomErasing would take any other name for "const"
             raise DatasetError(f"data.remode {remode!r}: expected one of {', '.join(ERASING_MODES)}")
         if crop_pct is not None and not 0 < crop_pct <= 1:
@@ -123,7 +138,8 @@ class ImageNetDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_sampler = None
         self._resume_at = None
-        self._erasing_seeds = None  # the training batch's, between the transfer hooks
+        self._batch_seeds = None  # the training batch's samples', between the transfer hooks
+        self._device_randaugment = None
         self._mean_std = {}  # normalize's, per device
 
     # -- the source and its classes: known before setup, so the CLI can hand num_classes to the model ------------
@@ -158,13 +174,27 @@ class ImageNetDataModule(L.LightningDataModule):
         return imagenet_class_names(self.classes)
 
     # -- transforms: per image in the loader workers, then per batch on the device -------------------------------
-    def train_transform(self):
-        """timm's training transform up to uint8 pixels (as with timm's prefetcher): crop, flip, RandAugment; the
-        crop resized by torch (`transforms.FastResizedCrop`)."""
+    def _timm_train_transform(self):
         h = self.hparams
-        return with_fast_crop(create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
-                                               color_jitter=h.color_jitter, auto_augment=h.auto_augment,
-                                               interpolation=h.train_interpolation, use_prefetcher=True))
+        return create_transform(self.img_size, is_training=True, scale=tuple(h.scale), hflip=h.hflip,
+                                color_jitter=h.color_jitter, auto_augment=h.auto_augment,
+                                interpolation=h.train_interpolation, use_prefetcher=True)
+
+    def train_transform(self):
+        """timm's training transform up to uint8 pixels (as with timm's prefetcher): crop, flip, RandAugment (unless
+        it runs on the device: `device_randaugment`); the crop resized by torch (`transforms.FastResizedCrop`)."""
+        transform = with_fast_crop(self._timm_train_transform())
+        if self.hparams.augment_on == "device":
+            transform = Compose([t for t in transform.transforms if not isinstance(t, RandAugment)])
+        return transform
+
+    def device_randaugment(self):
+        """With `augment_on: device`, the recipe's RandAugment for training batches (`randaugment.BatchRandAugment`);
+        None when it runs in the loader workers."""
+        if self.hparams.augment_on != "device":
+            return None
+        randaugment, = [t for t in self._timm_train_transform().transforms if isinstance(t, RandAugment)]
+        return BatchRandAugment(randaugment)
 
     def eval_transform(self):
         """timm's evaluation transform up to uint8 pixels: resize, centre crop."""
@@ -208,6 +238,12 @@ class ImageNetDataModule(L.LightningDataModule):
             return
         if stage == "fit" and self.train_set is None:
             self.train_set = LabelledImages(self.reader("train"), self.train_transform(), skip_unreadable=True)
+            self._device_randaugment = self.device_randaugment()
+            if self._device_randaugment is not None and self.trainer is not None \
+                    and self.trainer.strategy.root_device.type == "cpu":
+                rank_zero_warn("data.augment_on device, training on the CPU: RandAugment then runs in the main "
+                               "process, about 8 times slower than timm's PIL ops in the loader workers; it is meant "
+                               "for GPUs (data.augment_on workers here)")
         if self.val_set is None:
             self.val_set = LabelledImages(self.reader("val"), self.eval_transform())
             self.val_set.reader.check_readable()
@@ -277,23 +313,26 @@ class ImageNetDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch, dataloader_idx):
         """Count the training samples about to be trained: the resume point is kept here rather than read from
         Lightning's loop counters, which a resumed run does not always restore consistently."""
-        self._erasing_seeds = None
+        self._batch_seeds = None
         if not self._from_a_loader(batch):
             return batch
         if self.train_sampler is not None and self.trainer is not None and self.trainer.training:
-            if self.hparams.reprob > 0:
-                self._erasing_seeds = self.train_sampler.seeds(len(batch[0]))
+            if self.hparams.reprob > 0 or self._device_randaugment is not None:
+                self._batch_seeds = self.train_sampler.seeds(len(batch[0]))
             self.train_sampler.consumed += len(batch[0])
         return batch
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        """On the device, as timm's prefetcher in the official runs: normalize, and erase in training batches."""
+        """On the device, as timm's prefetcher in the official runs: normalize, and erase in training batches (after
+        RandAugment, with `augment_on: device`)."""
         if not self._from_a_loader(batch):
             return batch
         images, *rest = batch
+        if self._batch_seeds is not None and self._device_randaugment is not None:
+            images = self._device_randaugment(images, self._batch_seeds)
         images = self.normalize(images)
-        if self._erasing_seeds is not None:
-            images = self.erase(images, self._erasing_seeds)
+        if self._batch_seeds is not None and self.hparams.reprob > 0:
+            images = self.erase(images, self._batch_seeds)
         if self.trainer is not None:
             images = self.trainer.precision_plugin.convert_input(images)
         return type(batch)([images, *rest])

@@ -10,11 +10,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data import auto_augment as ops
 from timm.data.random_erasing import RandomErasing
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler, demo, seeded_randomness
 from inception_next.data.images import decode, load_rgb
+from inception_next.data.randaugment import GEOMETRIC, POINTWISE, warp
 from inception_next.data.readers import folders
 from inception_next.data.transforms import FastResizedCrop
 
@@ -157,3 +160,95 @@ def test_the_evaluation_input_is_timms_evaluation_transforms(photographs):
         ours = data.normalize(data.eval_transform()(image)[None])[0]
         assert image.size[0] >= 400 and ours.shape == (3, 224, 224)
         assert ((ours - timm_eval(image)).abs() * std).max() < 1 / 255  # in pixel units
+
+
+# -- RandAugment on the device (data.augment_on: device) -------------------------------------------------------------
+def device_op(timm_op, images, levels, resample, fill=(124, 116, 104)):
+    """One of timm's ops on a batch, through the device version, each image with the same `levels`."""
+    if timm_op in GEOMETRIC:
+        matrices = torch.tensor([GEOMETRIC[timm_op](levels[0], *images.shape[:-3:-1])] * len(images),
+                                dtype=torch.float64)
+        return warp(images, matrices, resample, torch.tensor(fill, dtype=torch.uint8).view(1, 3, 1, 1))
+    return POINTWISE[timm_op](images, torch.tensor([levels or (0,)] * len(images), dtype=torch.float64))
+
+
+def as_batch(images):
+    return torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images])
+
+
+@pytest.fixture(scope="module")
+def training_crops(photographs):
+    crop = ImageNetDataModule(img_size=224).train_transform().transforms[0]
+    random.seed(0)
+    return [crop(image) for image in photographs[:8]]
+
+
+OP_LEVELS = [(ops.auto_contrast, ()), (ops.equalize, ()), (ops.invert, ()), (ops.posterize, (0,)),
+             (ops.posterize, (3,)), (ops.posterize, (8,)), (ops.solarize, (0,)), (ops.solarize, (137,)),
+             (ops.solarize, (256,)), (ops.solarize_add, (0,)), (ops.solarize_add, (110,)), (ops.color, (0.1,)),
+             (ops.color, (1.9,)), (ops.contrast, (0.3,)), (ops.contrast, (1.7,)), (ops.brightness, (0.2,)),
+             (ops.brightness, (1.8,)), (ops.sharpness, (0.1,)), (ops.sharpness, (1.9,)), (ops.rotate, (0.0,)),
+             (ops.rotate, (-29.3,)), (ops.rotate, (11.0,)), (ops.shear_x, (0.3,)), (ops.shear_y, (-0.21,)),
+             (ops.translate_x_rel, (0.45,)), (ops.translate_y_rel, (-0.33,))]
+
+
+@pytest.mark.parametrize("timm_op, levels", OP_LEVELS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_each_randaugment_op_on_the_device_gives_timms_pixels(timm_op, levels, training_crops):
+    """PIL's own arithmetic (its lookup tables, blend, filters and affine sampling), so the same pixels: at most one
+    level apart anywhere, which leaves room for another Pillow's float rounding, and identical almost everywhere."""
+    resamples = (Image.BILINEAR, Image.BICUBIC) if timm_op in GEOMETRIC else (None,)
+    for resample in resamples:
+        kwargs = dict(resample=resample, fillcolor=(124, 116, 104)) if resample else {}
+        theirs = as_batch([timm_op(image, *levels, **kwargs) for image in training_crops]).int()
+        ours = device_op(timm_op, as_batch(training_crops), levels, resample).int()
+        assert (ours - theirs).abs().max() <= 1 and (ours != theirs).float().mean() < 1e-3, (timm_op, resample)
+
+
+def test_randaugment_on_the_batch_is_timms_ops_drawn_by_timm(training_crops):
+    """Each image gets the ops its seed draws, in order: replayed with timm's PIL ops, the same pixels."""
+    data = ImageNetDataModule(img_size=224, augment_on="device")
+    assert "RandAugment" not in repr(data.train_transform())  # the workers leave it to the device
+    randaugment = data.device_randaugment()
+    seeds = [(5 * 1_000_003 + 1) * 10_000_019 + index for index in range(len(training_crops) * 3)]
+    images = training_crops * 3
+    states = random.getstate(), np.random.get_state()[1].copy()
+    ours = randaugment(as_batch(images), seeds).int()
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    replayed = []
+    for image, seed in zip(images, seeds):
+        for op in randaugment.draw(seed):
+            kwargs = dict(resample=op.resample, fillcolor=op.fill) if op.resample else {}
+            image = op.timm_op(image, *op.levels, **kwargs)
+        replayed.append(image)
+    theirs = as_batch(replayed).int()
+    assert (ours - theirs).abs().max() <= 1 and (ours != theirs).float().mean() < 1e-3
+    assert (ours != as_batch(images).int()).any(dim=(1, 2, 3)).float().mean() > 0.5  # most images were changed
+
+
+@pytest.mark.parametrize("auto_augment", ["rand-m9-mstd0.5-inc1", "rand-m5-inc1-mstd101"])  # tiny's, atto's
+def test_randaugment_draws_on_the_device_are_timms_in_distribution(auto_augment, tiny_dataset):
+    data = ImageNetDataModule(img_size=32, auto_augment=auto_augment, augment_on="device")
+    randaugment = data.device_randaugment()
+    our_ops, interpolations = defaultdict(list), defaultdict(int)
+    for seed in range(DRAWS // 2):  # two layers: about DRAWS ops
+        for op in randaugment.draw(seed):
+            our_ops[op.name].append(op.levels)
+            if op.resample is not None:
+                interpolations[op.resample] += 1
+
+    reference = create_transform(32, is_training=True, auto_augment=auto_augment, interpolation="random",
+                                 color_jitter=0.4, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    _, their_ops = recorded(reference)
+    image = Image.new("RGB", (32, 32), (90, 120, 150))
+    random.seed(0)
+    torch.manual_seed(0)
+    for _ in range(DRAWS // 2):
+        reference(image)
+
+    assert_same_frequencies({name: len(a) for name, a in our_ops.items()},
+                            {name: len(a) for name, a in their_ops.items()}, "RandAugment op")
+    for name in set(our_ops) & set(their_ops):
+        if our_ops[name] and our_ops[name][0]:
+            assert_same_distribution([a[0] for a in our_ops[name]], [a[0] for a in their_ops[name]], name)
+    assert_same_frequencies({"bilinear": interpolations[Image.BILINEAR]},
+                            {"bilinear": sum(interpolations.values()) / 2}, "affine ops' interpolation")

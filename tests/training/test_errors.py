@@ -23,6 +23,10 @@ def one_class_dataset(tmp_path_factory):
     (["--data.num_workers", "-1"], 1, "error: data.num_workers -1: expected an integer of at least 0"),
     (["--data.remode", "pixl"], 1, "error: data.remode 'pixl': expected one of const, rand, pixel"),
     (["--data.reprob", "1.5"], 1, "error: data.reprob 1.5: expected a probability in [0, 1]"),
+    (["--data.augment_on", "gpu"], 1, "error: data.augment_on 'gpu': expected one of workers, device"),
+    (["--data.augment_on", "device", "--data.auto_augment", "augmix-m5"], 1,
+     "error: data.augment_on device moves timm's RandAugment to the device, and data.auto_augment is 'augmix-m5'; "
+     "expected a rand-... policy, or data.augment_on workers"),
     (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
     (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
     (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),

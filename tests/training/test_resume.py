@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from expected_lr import official_lr, per_step_lr
-from small_runs import cli, read_records, run_flags, weights
+from small_runs import cli, read_records, resumes_exactly, run_flags, weights
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler
@@ -351,3 +351,10 @@ def test_two_ddp_processes_validate_like_one_process_on_their_checkpoint(tiny_da
     alone = trainer.validate(model, datamodule=data, verbose=False)[0]
     for tag in ("val/top1", "val/top5", "val_ema/top1", "val/loss"):
         assert logged[tag][-1] == pytest.approx(alone[tag], abs=1e-5), tag
+
+
+@pytest.mark.slow
+def test_a_run_augmented_on_the_device_resumes_exactly(tiny_dataset, tmp_path):
+    """RandAugment and random erasing drawn per batch in the main process, under each sample's seed: killed and
+    resumed with other worker counts, the batches after the device's augmentation are the unbroken run's."""
+    resumes_exactly(tiny_dataset, tmp_path, "--data.augment_on", "device", "--data.reprob", "0.5")

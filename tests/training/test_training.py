@@ -12,6 +12,7 @@ from interruptions import RecordLR
 from small_runs import small_run as small_cpu_run
 
 from inception_next.data import ImageNetDataModule
+from inception_next.data.randaugment import BatchRandAugment
 from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import ImageClassifier, parameter_groups
@@ -39,6 +40,19 @@ def test_every_experiment_trains_and_validates(config, tiny_dataset, tmp_path, m
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", str(config), *small_run(tiny_dataset, "--trainer.fast_dev_run", "2",
                                                      "--global_batch_size", "null")])
+
+
+def test_a_fit_with_randaugment_on_the_device_augments_every_training_batch(tiny_dataset, tmp_path, monkeypatch):
+    augmented = []
+    original = BatchRandAugment.__call__
+    monkeypatch.setattr(BatchRandAugment, "__call__",
+                        lambda self, images, seeds: augmented.append(images.shape) or original(self, images, seeds))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="data.augment_on device, training on the CPU: RandAugment then runs in the"):
+        main(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"), *small_run(
+            tiny_dataset, "--trainer.fast_dev_run", "2", "--global_batch_size", "null", "--data.augment_on",
+            "device", "--data.num_workers", "2")])
+    assert augmented == [(4, 3, 32, 32)] * 2  # the training batches, not the validation ones
 
 
 @pytest.mark.parametrize("config", EXPERIMENT_FILES, ids=lambda p: p.relative_to(EXPERIMENTS).as_posix())
