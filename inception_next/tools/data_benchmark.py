@@ -2,9 +2,10 @@
 and the eval transforms, through our dataset (any layout) beside bare timm: `PIL.Image.open(...).convert("RGB")` and
 timm's `create_transform` built with the same arguments, on the same images already in memory. Our workers stop at
 uint8 pixels and leave normalization and random erasing to the device, per batch (as timm's prefetcher does in the
-official runs); bare timm does them in the worker, as timm's loader without its prefetcher. `speedup` is ours over
-bare: what that saves, less what reading the layout and our dataset code (mode handling, unreadable-sample
-skipping, per-sample augmentation seeds) cost.
+official runs), and resize the crop with torch; bare timm does it all in the worker, as timm's loader without its
+prefetcher. `speedup` is ours over bare: what that saves, less what reading the layout and our dataset code (mode
+handling, unreadable-sample skipping, per-sample augmentation seeds) cost. The "train, RA on device" rows are the
+workers' share with `data.augment_on: device`, which leaves RandAugment to the training device too.
 
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
     python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
@@ -107,7 +108,7 @@ def worker_share(sampler, batch_size, workers, images):
 
 def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
     """Median images/s over `rounds` of (ours, bare) on about `images` samples of `split`, in training's order;
-    `others`: more data modules (other layouts of the same images) measured in the same rounds."""
+    `others`: more data modules (other layouts of the same images, other settings) measured in the same rounds."""
     train = split == "train"
     rows = []
     for module in (data, *others):
@@ -126,8 +127,10 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
     for column, (module, *_) in enumerate(rows):
         ours_speed = statistics.median(t[column][0] for t in timings)
         bare_speed = statistics.median(t[column][1] for t in timings)
+        on_device = train and module.hparams.augment_on == "device"
         results.append(dict(layout=module.source.NAME if not module.demo else "folders",
-                            transform=split if train else "eval", images=len(rows[column][2]),
+                            transform="train, RA on device" if on_device else split if train else "eval",
+                            images=len(rows[column][2]),
                             ours_img_s=round(ours_speed, 1),
                             bare_timm_img_s=round(bare_speed, 1),
                             speedup=round(ours_speed / bare_speed, 2)))
@@ -181,9 +184,11 @@ def main(argv=None):
         print(f"{', '.join(str(m.root) for m in modules)}: {args.img_size} px, about {args.images} images x "
               f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers}), "
               f"torch {torch.__version__}")
-        rows = [row for split in ("train", "val") for row in measure(modules[0], split, args.images, args.rounds,
-                                                                     args.batch_size, args.loader_workers,
-                                                                     others=modules[1:])]
+        device_twins = [ImageNetDataModule(root=str(m.root) if not m.demo else None, augment_on="device", **settings)
+                        for m in modules]
+        rows = [row for split, others in (("train", modules[1:] + device_twins), ("val", modules[1:]))
+                for row in measure(modules[0], split, args.images, args.rounds, args.batch_size,
+                                   args.loader_workers, others=others)]
     columns = list(rows[0])
     print("  ".join(f"{c:>15}" for c in columns))
     for row in rows:

@@ -12,7 +12,9 @@ Markdown report (machine, versions, date), within about 9 minutes on one H100.
    the loss falling over a few hundred steps.
 5. Peak GPU memory per model and batch (in the speed tables).
 6. The data supply: decode + augment images/s of one loader worker on photograph-sized JPEGs (generated, 500 x 375,
-   about 110 KB, or --photos-root), and how many workers each model needs to keep the GPU busy.
+   about 110 KB, or --photos-root), with RandAugment in the workers and on the device (`data.augment_on`); what the
+   device path costs the GPU (RandAugment, normalization and erasing of a training batch); and how many workers
+   each model needs to keep the GPU busy either way.
 
 `--small` runs every part on the CPU with tiny inputs and one or two steps (the tests run it), so that the suite
 cannot rot between the rare GPU leases.
@@ -21,6 +23,7 @@ cannot rot between the rare GPU leases.
 import math
 import os
 import platform
+import random
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import timm
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -245,10 +249,35 @@ def data_supply(p, photos_root):
 
 def measure_supply(p, root):
     data = ImageNetDataModule(root=str(root), img_size=p.data_img_size)
-    row, = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1, workers=1)
+    on_device = ImageNetDataModule(root=str(root), img_size=p.data_img_size, augment_on="device")
+    row, device_row = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1, workers=1,
+                                             others=(on_device,))
     files = sorted((root / "train").rglob("*.JPEG"))
     row["mean_file_kb"] = sum(f.stat().st_size for f in files) / len(files) / 1024
+    row["device_path_worker_img_s"] = device_row["ours_img_s"]
     return row
+
+
+def device_augmentation(p, device):
+    """Images/s of the device's share of a training batch with `data.augment_on: device` (RandAugment, normalize,
+    random erasing; timm's recipe), on photograph-like crops, synchronised."""
+    data = ImageNetDataModule(img_size=p.data_img_size, augment_on="device")
+    randaugment = data.device_randaugment()
+    crops = torch.stack([torch.from_numpy(np.array(demo.photograph(random.Random(i)).resize(
+        (p.data_img_size, p.data_img_size)))).permute(2, 0, 1) for i in range(p.batch)]).to(device)
+    seeds, timings = iter(range(10**9)), []
+    for step in range(p.warmup + p.iters):
+        batch = crops.clone()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        batch_seeds = [next(seeds) for _ in range(p.batch)]
+        data.erase(data.normalize(randaugment(batch, batch_seeds)), batch_seeds)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step >= p.warmup:
+            timings.append(time.perf_counter() - start)
+    return p.batch * len(timings) / sum(timings)
 
 
 def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
@@ -291,14 +320,20 @@ def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
               "## The data supply", "",
               f"One loader worker, our dataset with the paper's training transform at {p.data_img_size} px, on "
               f"photograph-sized JPEGs ({supply['mean_file_kb']:.0f} KB on average): {supply['ours_img_s']:.1f} "
-              f"img/s (bare timm + PIL: {supply['bare_timm_img_s']:.1f}).", "",
-              "| model | best train img/s | loader workers needed | this machine's cores |", "|---|---|---|---|"]
+              f"img/s (bare timm + PIL: {supply['bare_timm_img_s']:.1f}); with RandAugment on the device "
+              f"(`data.augment_on: device`) {supply['device_path_worker_img_s']:.1f} img/s, and the device's share "
+              f"(RandAugment, normalize, erase) runs at {supply['device_img_s']:.0f} img/s on the "
+              f"{'GPU' if p.device == 'cuda' else 'CPU'}.", "",
+              "| model | best train img/s | workers needed | workers needed, RA on device | GPU time the device "
+              "path adds | this machine's cores |", "|---|---|---|---|---|---|"]
     best = {}
     for r in rows:
         best[r["model"]] = max(best.get(r["model"], 0), r["train"])
     for model, train in best.items():
         needed = math.ceil(train / supply["ours_img_s"])
-        lines.append(f"| {model} | {train:.1f} | {needed} | {os.cpu_count()} "
+        needed_on_device = math.ceil(train / supply["device_path_worker_img_s"])
+        lines.append(f"| {model} | {train:.1f} | {needed} | {needed_on_device} | "
+                     f"{100 * train / supply['device_img_s']:.0f}% | {os.cpu_count()} "
                      f"({'enough' if needed <= os.cpu_count() else 'not enough'}) |")
     return "\n".join(lines) + "\n"
 
@@ -316,6 +351,7 @@ def run(small=False, out=Path("docs/benchmarks"), photos_root=None):
     path_rows = [training_path(p, device, tiny)]
     numeric, loss = numerics(p, device, tiny)
     supply = data_supply(p, photos_root)
+    supply["device_img_s"] = device_augmentation(p, device)
     report = markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply)
     out.mkdir(parents=True, exist_ok=True)
     name = f"suite-{'small-' if small else ''}{env['gpu'].replace(' ', '_') if env['gpu'] != 'none' else 'cpu'}-" \

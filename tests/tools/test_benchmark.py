@@ -50,8 +50,8 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 
     rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1",
                            "--batch-size", "2", "--loader-workers", "2"])
-    assert [r["transform"] for r in rows] == ["train", "eval"]
-    assert [r["images"] for r in rows] == [6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
+    assert [r["transform"] for r in rows] == ["train", "train, RA on device", "eval"]
+    assert [r["images"] for r in rows] == [6, 6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
     assert all(r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
     assert "bare_timm_img_s" in capsys.readouterr().out
 
@@ -62,8 +62,8 @@ def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
     rows = benchmark_data(["--layouts", "--img-size", "32", "--images", "4", "--rounds", "1", "--batch-size", "2",
                            "--loader-workers", "2"])
     layouts = ("folders", "parquet", "webdataset", "litdata")
-    assert [(r["layout"], r["transform"]) for r in rows] == [(layout, transform) for transform in ("train", "eval")
-                                                             for layout in layouts]
+    assert [(r["layout"], r["transform"]) for r in rows] == [
+        (layout, transform) for transform in ("train", "train, RA on device", "eval") for layout in layouts]
     assert all(r["ours_img_s"] > 0 for r in rows)
 
 
@@ -93,3 +93,6 @@ def test_the_gpu_suite_runs_every_part_in_small_mode_on_the_cpu(tmp_path):
     first, last = map(float, re.search(r"loss ([0-9.]+) \(first tenth\) -> ([0-9.]+)", text).groups())
     assert last < first
     assert re.search(r"photograph-sized JPEGs \((\d+) KB", text) and int(re.search(r"\((\d+) KB", text).group(1)) > 60
+    worker, device = re.search(r"on the device \(`data.augment_on: device`\) ([0-9.]+) img/s, and the device's "
+                               r"share \(RandAugment, normalize, erase\) runs at ([0-9.]+) img/s", text).groups()
+    assert float(worker) > 0 and float(device) > 0
