@@ -9,7 +9,8 @@ Where the work happens: as timm's prefetcher in the official runs, the loader wo
 crop, flip, RandAugment; a quarter of the bytes to pass between processes; the crop resized by torch, see
 `transforms`), and the batch is normalized and randomly erased on the device (`on_after_batch_transfer`), each
 image under its sample's seed. With `augment_on: device`, RandAugment moves there too (`randaugment`), for machines
-with few CPU cores per GPU. A loader used by hand gives uint8 images: `normalize` makes them the model's input.
+with few CPU cores per GPU. A loader used by hand gives uint8 images (with `augment_on: device`, not yet
+RandAugmented): `normalize` makes them the model's input.
 
 Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
 image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
@@ -80,7 +81,7 @@ class ImageNetDataModule(L.LightningDataModule):
             bilinear or bicubic per image, as the official runs).
         augment_on: where RandAugment runs: "workers" (timm's transform, per image) or "device" (the batch on the
             training device, the same draws and the same pixels as timm's PIL ops; frees the loader workers of
-            about a third of their work, for machines with few CPU cores per GPU).
+            about a fifth of their work, for machines with few CPU cores per GPU).
         reprob, remode: timm's random erasing, applied to the training batch on the device.
         interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
