@@ -12,6 +12,9 @@ workers' share with `data.augment_on: device`, which leaves RandAugment to the t
     python -m inception_next benchmark-data --layouts --img-size 224   # photo-sized JPEGs in every layout
     python -m inception_next benchmark-data --root s3://bucket/imagenet   # LitData chunks from object storage
 
+At 224 px it also prints how many such workers one A100 needs to train each of the paper's models at the paper's
+speed (Table 4), with RandAugment in the workers and on the device.
+
 The measured worker gets what worker 1 of `--loader-workers` gets in training and evaluation: every that-many-th
 batch of the epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline
 runs in one DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows
@@ -21,6 +24,7 @@ cache, as a first epoch does: it measures downloading the chunks too.
 
 import argparse
 import io
+import math
 import os
 import statistics
 import tempfile
@@ -41,8 +45,11 @@ from ..data import (
 )
 from ..data.object_store import is_url
 from ..data.prepare import prepare
+from .speed import paper_a100
 
 LAYOUTS = ("folders", "parquet", "webdataset", "litdata")
+PAPER_MODELS = ("inception_next_atto", "inception_next_tiny", "inception_next_small", "inception_next_base")
+PAPER_SIZE = 224
 
 
 def bare_timm_transform(data, train):
@@ -193,4 +200,22 @@ def main(argv=None):
     print("  ".join(f"{c:>15}" for c in columns))
     for row in rows:
         print("  ".join(f"{row[c]:>15}" for c in columns))
+    if args.img_size == PAPER_SIZE:
+        print(f"\nLoader workers one A100 needs at the paper's training speed (TF32, batch 128; {rows[0]['layout']}):")
+        for need in workers_per_a100(rows):
+            print(f"  {need['model']:>22}: {need['train_img_s']:>5} img/s, {need['workers']:>2} workers, "
+                  f"{need['workers_ra_on_device']:>2} with RandAugment on the device")
     return rows
+
+
+def workers_per_a100(rows):
+    """Per paper model: its A100 training images/s (Table 4) over one worker's (the first layout's rows), with
+    RandAugment in the workers and on the device."""
+    layout = rows[0]["layout"]
+    speed = {row["transform"]: row["ours_img_s"] for row in rows if row["layout"] == layout}
+    needs = []
+    for model in PAPER_MODELS:
+        train, _ = paper_a100(model, PAPER_SIZE)
+        needs.append(dict(model=model, train_img_s=train, workers=math.ceil(train / speed["train"]),
+                          workers_ra_on_device=math.ceil(train / speed["train, RA on device"])))
+    return needs

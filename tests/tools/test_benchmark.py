@@ -67,6 +67,18 @@ def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
     assert all(r["ours_img_s"] > 0 for r in rows)
 
 
+def test_data_benchmark_says_how_many_workers_an_a100_needs():
+    from inception_next.tools.data_benchmark import workers_per_a100
+
+    rows = [dict(layout="folders", transform="train", ours_img_s=300.0),
+            dict(layout="folders", transform="train, RA on device", ours_img_s=450.0),
+            dict(layout="parquet", transform="train", ours_img_s=10.0)]
+    needs = {need["model"]: need for need in workers_per_a100(rows)}
+    assert needs["inception_next_tiny"] == dict(model="inception_next_tiny", train_img_s=901, workers=4,
+                                                workers_ra_on_device=3)  # the paper's 901 img/s on an A100
+    assert needs["inception_next_atto"]["workers"] == 9  # 2661 img/s
+
+
 def test_data_benchmark_names_a_bad_root(tmp_path):
     from inception_next.tools.data_benchmark import main as benchmark_data
 
