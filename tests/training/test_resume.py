@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from expected_lr import official_lr, per_step_lr
-from small_runs import cli, read_records, resumes_exactly, run_flags, weights
+from small_runs import cli, read_records, run_flags, weights
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler
@@ -74,8 +74,10 @@ CHAINS = {
     "epoch-lr, accumulation 2": ("--data.batch_size", "2", "--global_batch_size", "4", "--model.step_on_epochs",
                                  "true", "--model.cooldown_epochs", "1"),
     # the demo's lr (every optimizer step), one batch of 4 per step, in partial epochs as the README's demo proxy
-    # trains them: 4 of the 6 batches; last.ckpt every 2 steps and at each epoch's end
-    "step-lr, partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2"),
+    # trains them: 4 of the 6 batches; last.ckpt every 2 steps and at each epoch's end. RandAugment and random
+    # erasing run on the batch (drawn in the main process under each sample's seed), not in the loader workers.
+    "step-lr, partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2",
+                                "--data.augment_on", "device", "--data.reprob", "0.5"),
 }
 STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr, partial epochs": 4}
 TIMING = ("train/device/",)  # series whose values measure the machine, not the run
@@ -351,10 +353,3 @@ def test_two_ddp_processes_validate_like_one_process_on_their_checkpoint(tiny_da
     alone = trainer.validate(model, datamodule=data, verbose=False)[0]
     for tag in ("val/top1", "val/top5", "val_ema/top1", "val/loss"):
         assert logged[tag][-1] == pytest.approx(alone[tag], abs=1e-5), tag
-
-
-@pytest.mark.slow
-def test_a_run_augmented_on_the_device_resumes_exactly(tiny_dataset, tmp_path):
-    """RandAugment and random erasing drawn per batch in the main process, under each sample's seed: killed and
-    resumed with other worker counts, the batches after the device's augmentation are the unbroken run's."""
-    resumes_exactly(tiny_dataset, tmp_path, "--data.augment_on", "device", "--data.reprob", "0.5")
