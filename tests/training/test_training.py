@@ -49,9 +49,8 @@ def test_a_fit_with_randaugment_on_the_device_augments_every_training_batch(tiny
                         lambda self, images, seeds: augmented.append(images.shape) or original(self, images, seeds))
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="data.augment_on device, training on the CPU: RandAugment then runs in the"):
-        main(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"), *small_run(
-            tiny_dataset, "--trainer.fast_dev_run", "2", "--global_batch_size", "null", "--data.augment_on",
-            "device", "--data.num_workers", "2")])
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(
+            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.augment_on", "device", "--data.num_workers", "2")])
     assert augmented == [(4, 3, 32, 32)] * 2  # the training batches, not the validation ones
 
 
