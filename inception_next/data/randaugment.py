@@ -154,7 +154,7 @@ def warp(images, matrices, resample, fill):
         rows = [cubic(*(tap(left + j, top + k) for j in (-1, 0, 1, 2)), dx) for k in (-1, 0, 1, 2)]
         values = cubic(*rows, dy)
     else:
-        raise DatasetError(f"RandAugment interpolation {resample}: expected bilinear or bicubic on the device")
+        raise ValueError(f"resample {resample}: expected PIL's bilinear or bicubic")
     return torch.where(outside[:, None], fill, values.clamp(0, 255).trunc().to(torch.uint8))
 
 
@@ -204,6 +204,12 @@ class BatchRandAugment:
             if op.aug_fn not in GEOMETRIC and op.aug_fn not in POINTWISE:
                 raise DatasetError(f"data.auto_augment: RandAugment's {op.name} has no device version; expected "
                                    "ops of timm's rand-... policies (data.augment_on: workers runs any)")
+            resample = op.kwargs.get("resample")
+            if op.aug_fn in GEOMETRIC and not set(resample if isinstance(resample, (list, tuple)) else [resample]) \
+                    <= {Image.BILINEAR, Image.BICUBIC}:
+                raise DatasetError("data.train_interpolation: RandAugment's affine ops interpolate bilinear or "
+                                   "bicubic on the device; expected random, bilinear or bicubic, or data.augment_on "
+                                   "workers")
             op.aug_fn = self._noting(op.name, op.aug_fn)
         self._notes = None
         self._fills = {}  # timm's fill colour, per device

@@ -27,6 +27,9 @@ def one_class_dataset(tmp_path_factory):
     (["--data.augment_on", "device", "--data.auto_augment", "augmix-m5"], 1,
      "error: data.augment_on device moves timm's RandAugment to the device, and data.auto_augment is 'augmix-m5'; "
      "expected a rand-... policy, or data.augment_on workers"),
+    (["--data.augment_on", "device", "--data.train_interpolation", "nearest"], 1,
+     "error: data.train_interpolation: RandAugment's affine ops interpolate bilinear or bicubic on the device; "
+     "expected random, bilinear or bicubic, or data.augment_on workers"),
     (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
     (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
     (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),
