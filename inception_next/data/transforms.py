@@ -16,9 +16,9 @@ TORCH_RESIZES = (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)  # antia
 
 
 class FastResizedCrop:
-    """timm's RandomResizedCropAndInterpolation (`crop`) of an RGB image (PIL, or a (3, H, W) uint8 tensor as
-    `decode_pixels` gives), resized by torch; timm's other interpolations (nearest, lanczos, ...) and other image modes
-    go through timm's PIL path. Gives a PIL image, for timm's RandAugment."""
+    """timm's RandomResizedCropAndInterpolation (`crop`) of an RGB PIL image, resized by torch; timm's other
+    interpolations (nearest, lanczos, ...) and other image modes go through timm's PIL path. Gives a PIL image, for
+    timm's RandAugment."""
 
     def __init__(self, crop):
         self.crop = crop
@@ -28,17 +28,11 @@ class FastResizedCrop:
         top, left, height, width = crop.get_params(image, crop.scale, crop.ratio)
         interpolation = random.choice(crop.interpolation) if isinstance(crop.interpolation, (tuple, list)) \
             else crop.interpolation
-        if torch.is_tensor(image):
-            pixels = image
-        elif image.mode == "RGB":
-            pixels = F.pil_to_tensor(image)
-        else:
-            pixels = None
-        if pixels is None or interpolation not in TORCH_RESIZES:
-            image = image if pixels is None else F.to_pil_image(pixels)
+        if image.mode != "RGB" or interpolation not in TORCH_RESIZES:
             return F.resized_crop(image, top, left, height, width, list(crop.size), interpolation)
         # channels last in and out: torch's fast uint8 kernel, and rows PIL takes without another copy
-        pixels = pixels[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
+        pixels = F.pil_to_tensor(image)[None, :, top:top + height, left:left + width]
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
         pixels = interpolate(pixels, size=tuple(crop.size), mode=interpolation.value, antialias=True)
         return Image.fromarray(pixels[0].permute(1, 2, 0).numpy())
 

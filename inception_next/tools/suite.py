@@ -265,14 +265,14 @@ def device_augmentation(p, device):
     randaugment = data.device_randaugment()
     crops = torch.stack([torch.from_numpy(np.array(demo.photograph(random.Random(i)).resize(
         (p.data_img_size, p.data_img_size)))).permute(2, 0, 1) for i in range(p.batch)]).to(device)
-    seeds, timings = iter(range(10**9)), []
+    timings = []
     for step in range(p.warmup + p.iters):
         batch = crops.clone()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        batch_seeds = [next(seeds) for _ in range(p.batch)]
-        data.erase(data.normalize(randaugment(batch, batch_seeds)), batch_seeds)
+        seeds = range(step * p.batch, (step + 1) * p.batch)  # other draws each step, as training's batches
+        data.erase(data.normalize(randaugment(batch, seeds)), seeds)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= p.warmup:
