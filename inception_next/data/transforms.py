@@ -5,6 +5,7 @@ seed gives the same crop."""
 
 import random
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as F
 from PIL import Image
@@ -30,10 +31,11 @@ class FastResizedCrop:
             else crop.interpolation
         if image.mode != "RGB" or interpolation not in TORCH_RESIZES:
             return F.resized_crop(image, top, left, height, width, list(crop.size), interpolation)
-        # channels last in and out: torch's fast uint8 kernel, and rows PIL takes without another copy
-        pixels = F.pil_to_tensor(image)[None, :, top:top + height, left:left + width]
-        pixels = pixels.contiguous(memory_format=torch.channels_last)
-        pixels = interpolate(pixels, size=tuple(crop.size), mode=interpolation.value, antialias=True)
+        # The box cut by PIL (copying the box alone), its rows viewed as an NCHW tensor in channels-last order:
+        # torch's fast uint8 kernel reads and writes that order, and PIL takes its output rows without a copy.
+        box = np.array(image.crop((left, top, left + width, top + height)))
+        pixels = interpolate(torch.from_numpy(box)[None].permute(0, 3, 1, 2), size=tuple(crop.size),
+                             mode=interpolation.value, antialias=True)
         return Image.fromarray(pixels[0].permute(1, 2, 0).numpy())
 
     def __repr__(self):
