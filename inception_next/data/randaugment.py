@@ -126,10 +126,27 @@ def cubic(v1, v2, v3, v4, d):
     return v2 + d * (p2 + d * (p3 + d * p4))
 
 
-def warp(images, matrices, resample, fill):
+INTERPOLATIONS = {  # PIL's resample -> the taps' offsets from the pixel left of (or above) the point, and their blend
+    Image.BILINEAR: ((0, 1), lambda taps, d: taps[0] + (taps[1] - taps[0]) * d),
+    Image.BICUBIC: ((-1, 0, 1, 2), lambda taps, d: cubic(*taps, d)),
+}
+
+
+def moving_axes(matrices):
+    """For affine `matrices` (host tuples): whether the points sampled can fall between pixels along x, and along y.
+    A shear or translation along x keeps each pixel's row (d, e, f = 0, 1, 0), one along y its column."""
+    return any(tuple(m[:3]) != (1, 0, 0) for m in matrices), any(tuple(m[3:]) != (0, 1, 0) for m in matrices)
+
+
+def warp(images, matrices, resample, fill, moves=(True, True)):
     """Each output pixel (x, y) takes the input at (a, b, c, d, e, f) (`matrices`, one per image) applied to its
     centre, as PIL's affine transform: interpolated from clamped neighbours, or `fill` (a (1, 3, 1, 1) uint8 colour)
-    where that point lies outside the image."""
+    where that point lies outside the image. Along an axis that `moves` (`moving_axes`) says is kept, the point
+    lies on pixel centres: a blend at fraction 0 is its own pixel, exactly, so only that tap is read."""
+    if resample not in INTERPOLATIONS:
+        raise ValueError(f"resample {resample}: expected PIL's bilinear or bicubic")
+    offsets, blend_taps = INTERPOLATIONS[resample]
+    moves_x, moves_y = moves
     n, channels, h, w = images.shape
     device = images.device
     a, b, c, d, e, f = (m.view(n, 1, 1) for m in matrices.unbind(dim=1))
@@ -147,14 +164,10 @@ def warp(images, matrices, resample, fill):
         index = row.clamp(0, h - 1) * w + column.clamp(0, w - 1)
         return pixels.gather(2, index.view(n, 1, h * w).expand(n, channels, h * w)).view(n, channels, h, w)
 
-    if resample == Image.BILINEAR:
-        rows = [tap(left, top + k) + (tap(left + 1, top + k) - tap(left, top + k)) * dx for k in (0, 1)]
-        values = rows[0] + (rows[1] - rows[0]) * dy
-    elif resample == Image.BICUBIC:
-        rows = [cubic(*(tap(left + j, top + k) for j in (-1, 0, 1, 2)), dx) for k in (-1, 0, 1, 2)]
-        values = cubic(*rows, dy)
-    else:
-        raise ValueError(f"resample {resample}: expected PIL's bilinear or bicubic")
+    def along_row(k):  # row top + k, interpolated at dx
+        return blend_taps([tap(left + j, top + k) for j in offsets], dx) if moves_x else tap(left, top + k)
+
+    values = blend_taps([along_row(k) for k in offsets], dy) if moves_y else along_row(0)
     return torch.where(outside[:, None], fill, values.clamp(0, 255).trunc().to(torch.uint8))
 
 
@@ -246,20 +259,22 @@ class BatchRandAugment:
                     op = ops[layer]
                     members.setdefault((op.timm_op, op.resample, op.fill), []).append((index, op.levels))
             for (timm_op, resample, fill), chosen in members.items():
-                groups.append((timm_op, resample, fill, len(order), len(order) + len(chosen)))
+                start = len(order)
                 for index, levels in chosen:
                     order.append(index)
                     parameters.append(GEOMETRIC[timm_op](levels[0], width, height) if timm_op in GEOMETRIC
                                       else tuple(levels) + (0,) * (6 - len(levels)))
+                moves = moving_axes(parameters[start:]) if timm_op in GEOMETRIC else None
+                groups.append((timm_op, resample, fill, moves, start, len(order)))
         if not groups:
             return images
         # one copy to the device for the whole batch, which does not wait for the work queued before it
         order = torch.tensor(order).to(images.device, non_blocking=True)
         parameters = torch.tensor(parameters, dtype=torch.float64).to(images.device, non_blocking=True)
-        for timm_op, resample, fill, start, end in groups:
+        for timm_op, resample, fill, moves, start, end in groups:
             index, chosen = order[start:end], parameters[start:end]
             if timm_op in GEOMETRIC:
-                images[index] = warp(images[index], chosen, resample, self._fill(fill, images.device))
+                images[index] = warp(images[index], chosen, resample, self._fill(fill, images.device), moves)
             else:
                 images[index] = POINTWISE[timm_op](images[index], chosen)
         return images

@@ -17,7 +17,7 @@ from timm.data.random_erasing import RandomErasing
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler, demo, seeded_randomness
 from inception_next.data.images import decode, load_rgb
-from inception_next.data.randaugment import GEOMETRIC, POINTWISE, warp
+from inception_next.data.randaugment import GEOMETRIC, POINTWISE, moving_axes, warp
 from inception_next.data.readers import folders
 from inception_next.data.transforms import FastResizedCrop
 
@@ -166,9 +166,9 @@ def test_the_evaluation_input_is_timms_evaluation_transforms(photographs):
 def device_op(timm_op, images, levels, resample, fill=(124, 116, 104)):
     """One of timm's ops on a batch, through the device version, each image with the same `levels`."""
     if timm_op in GEOMETRIC:
-        matrices = torch.tensor([GEOMETRIC[timm_op](levels[0], *images.shape[:-3:-1])] * len(images),
-                                dtype=torch.float64)
-        return warp(images, matrices, resample, torch.tensor(fill, dtype=torch.uint8).view(1, 3, 1, 1))
+        matrices = [GEOMETRIC[timm_op](levels[0], *images.shape[:-3:-1])] * len(images)
+        return warp(images, torch.tensor(matrices, dtype=torch.float64), resample,
+                    torch.tensor(fill, dtype=torch.uint8).view(1, 3, 1, 1), moving_axes(matrices))
     return POINTWISE[timm_op](images, torch.tensor([levels or (0,)] * len(images), dtype=torch.float64))
 
 
