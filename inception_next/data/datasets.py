@@ -17,11 +17,12 @@ class LabelledImages(Dataset):
     """(image, label) pairs of a source's split (a `readers.Reader`).
 
     With `skip_unreadable`, an unreadable sample is named once in a warning and the next readable one is returned in
-    its place; `skipped` (shared with the loader's worker processes) counts them.
+    its place; `skipped` (shared with the loader's worker processes) counts them. `decoder`: bytes and name -> what
+    the transform takes (`images.decode`: an RGB PIL image; `images.peek` leaves JPEGs to the device).
     """
 
-    def __init__(self, reader, transform=None, skip_unreadable=False):
-        self.reader, self.transform, self.skip_unreadable = reader, transform, skip_unreadable
+    def __init__(self, reader, transform=None, skip_unreadable=False, decoder=decode):
+        self.reader, self.transform, self.skip_unreadable, self.decoder = reader, transform, skip_unreadable, decoder
         # The platform's own start method, as the loader's workers use: on Linux (fork) the counter's semaphore is
         # unnamed, so no resource tracker races a job's signals over it at exit.
         self.skipped = multiprocessing.Value("i", 0) if skip_unreadable else None
@@ -45,7 +46,7 @@ class LabelledImages(Dataset):
         for attempt in range(min(NEIGHBOURS_TRIED, len(self.reader))):
             sample = (index + attempt) % len(self.reader)
             try:
-                image = decode(self.reader.read(sample), self.reader.describe(sample))
+                image = self.decoder(self.reader.read(sample), self.reader.describe(sample))
                 break
             except UnreadableImageError as error:
                 if not self.skip_unreadable:

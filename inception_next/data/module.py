@@ -9,8 +9,10 @@ Where the work happens: as timm's prefetcher in the official runs, the loader wo
 crop, flip, RandAugment; a quarter of the bytes to pass between processes; the crop resized by torch, see
 `transforms`), and the batch is normalized and randomly erased on the device (`on_after_batch_transfer`), each
 image under its sample's seed. With `augment_on: device`, RandAugment moves there too (`randaugment`), for machines
-with few CPU cores per GPU. A loader used by hand gives uint8 images (with `augment_on: device`, not yet
-RandAugmented): `normalize` makes them the model's input.
+with few CPU cores per GPU; with `decode_on: device` as well, the workers only read the JPEGs and draw their crops
+and flips (`transforms.DrawnCrop`), and the batch is decoded (nvJPEG), cropped and flipped on the device before it.
+A loader used by hand gives uint8 images (with `augment_on: device`, not yet RandAugmented; with `decode_on: device`,
+a training loader gives what `decoded_batch` turns into them): `normalize` makes them the model's input.
 
 Unreadable samples. Training skips them: each is named once in a warning (its file, or its shard and key), another
 image takes its place (batches stay full, which Mixup needs) and the count is reported at the end of the epoch.
@@ -34,20 +36,27 @@ from timm.data import (
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader
-from torchvision.transforms import Compose
+from torchvision.transforms import Compose, RandomHorizontalFlip
 
 from ..training.preemption import ignore_job_signals
 from . import demo, readers
 from .datasets import LabelledImages, UnlabelledImages
-from .images import IMAGE_EXTENSIONS, DatasetError
+from .images import IMAGE_EXTENSIONS, DatasetError, decode, peek
 from .object_store import is_url
 from .randaugment import BatchRandAugment
 from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
-from .transforms import with_fast_crop
+from .transforms import DrawnCrop, FastResizedCrop, crops_on_device, with_fast_crop
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 ERASING_MODES = ("const", "rand", "pixel")  # timm's: one colour, a random colour per erasure, noise per pixel
 AUGMENT_PLACES = ("workers", "device")
+DEVICE_CROP_INTERPOLATIONS = ("random", "bilinear", "bicubic")  # torch's antialiased resizes, as PIL's
+
+
+def collate_encoded(samples):
+    """A training batch of `DrawnCrop` samples: [payloads (a list: their lengths differ), draws, names, labels]."""
+    payloads, draws, names = zip(*(drawn for drawn, _ in samples))
+    return [list(payloads), torch.stack(draws), list(names), torch.tensor([label for _, label in samples])]
 
 
 def default_crop_pct(img_size):
@@ -82,6 +91,9 @@ class ImageNetDataModule(L.LightningDataModule):
         augment_on: where RandAugment runs: "workers" (timm's transform, per image) or "device" (the batch on the
             training device, the same draws and the same pixels as timm's PIL ops; frees the loader workers of
             about a fifth of their work, for machines with few CPU cores per GPU).
+        decode_on: where training JPEGs are decoded, cropped and flipped: "workers", or "device" (with augment_on
+            device: the workers read and draw, the batch is decoded by nvJPEG through torchcodec on a GPU, by PIL on
+            the CPU; other images, and cut JPEGs, are decoded in the workers).
         reprob, remode: timm's random erasing, applied to the training batch on the device.
         interpolation: the evaluation resize's.
         predict_root: folder of unlabelled images for `predict`.
@@ -105,7 +117,7 @@ class ImageNetDataModule(L.LightningDataModule):
                  persistent_workers: bool = True, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                  color_jitter: float = 0.4, reprob: float = 0.25, remode: str = "pixel",
                  scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5, train_interpolation: str = "random",
-                 augment_on: str = "workers",
+                 augment_on: str = "workers", decode_on: str = "workers",
                  interpolation: str = "bicubic",
                  predict_root: str | None = None, seed: int | None = None, classes: list[str] | None = None,
                  shuffle_window: int = 1024):
@@ -122,6 +134,14 @@ class ImageNetDataModule(L.LightningDataModule):
         if augment_on == "device" and not (auto_augment or "").startswith("rand"):  # timm's test for RandAugment
             raise DatasetError(f"data.augment_on device moves timm's RandAugment to the device, and data.auto_augment "
                                f"is {auto_augment!r}; expected a rand-... policy, or data.augment_on workers")
+        if decode_on not in AUGMENT_PLACES:
+            raise DatasetError(f"data.decode_on {decode_on!r}: expected one of {', '.join(AUGMENT_PLACES)}")
+        if decode_on == "device" and augment_on != "device":
+            raise DatasetError("data.decode_on device: the crop, flip and RandAugment come after decoding; expected "
+                               "data.augment_on device too")
+        if decode_on == "device" and train_interpolation not in DEVICE_CROP_INTERPOLATIONS:
+            raise DatasetError(f"data.decode_on device resizes crops with torch, and data.train_interpolation is "
+                               f"{train_interpolation!r}; expected one of {', '.join(DEVICE_CROP_INTERPOLATIONS)}")
         if remode not in ERASING_MODES:  # timm's RandomErasing would take any other name for "const"
             raise DatasetError(f"data.remode {remode!r}: expected one of {', '.join(ERASING_MODES)}")
         if crop_pct is not None and not 0 < crop_pct <= 1:
@@ -187,7 +207,28 @@ class ImageNetDataModule(L.LightningDataModule):
         transform = with_fast_crop(self._timm_train_transform())
         if self.hparams.augment_on == "device":
             transform = Compose([t for t in transform.transforms if not isinstance(t, RandAugment)])
+        if self.hparams.decode_on == "device":
+            crop, = [t for t in transform.transforms if isinstance(t, FastResizedCrop)]
+            flips = [t for t in transform.transforms if isinstance(t, RandomHorizontalFlip)]
+            return DrawnCrop(crop, flips[0] if flips else None)
         return transform
+
+    def training_set(self):
+        """The training split through `train_transform`, unreadable images skipped."""
+        return LabelledImages(self.reader("train"), self.train_transform(), skip_unreadable=True,
+                              decoder=peek if self.hparams.decode_on == "device" else decode)
+
+    @property
+    def training_collate(self):
+        """The training loader's collate_fn: None (PyTorch's default), or with `decode_on: device` collate_encoded."""
+        return collate_encoded if self.hparams.decode_on == "device" else None
+
+    def decoded_batch(self, batch, device):
+        """With `decode_on: device`, a training loader's batch (payloads, draws, names, labels) as the workers' path
+        gives it, on `device`: [uint8 images, labels]."""
+        payloads, draws, names, labels = batch
+        images = crops_on_device(payloads, draws, names, (self.img_size, self.img_size), device)
+        return [images, labels]
 
     def device_randaugment(self):
         """With `augment_on: device`, the recipe's RandAugment for training batches (`randaugment.BatchRandAugment`);
@@ -238,19 +279,33 @@ class ImageNetDataModule(L.LightningDataModule):
                 raise DatasetError(f"data.predict_root {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
             return
         if stage == "fit" and self.train_set is None:
-            self.train_set = LabelledImages(self.reader("train"), self.train_transform(), skip_unreadable=True)
+            self.train_set = self.training_set()
             self._device_randaugment = self.device_randaugment()
             if self._device_randaugment is not None and self.trainer is not None \
                     and self.trainer.strategy.root_device.type == "cpu":
                 rank_zero_warn("data.augment_on device, training on the CPU: RandAugment then runs in the main "
                                "process, at 224 px about 8 times slower an image than timm's PIL ops in the loader "
                                "workers; it is meant for GPUs (data.augment_on workers here)")
+            if self.hparams.decode_on == "device" and self.trainer is not None:
+                self._check_device_decoding(self.trainer.strategy.root_device)
         if self.val_set is None:
             self.val_set = LabelledImages(self.reader("val"), self.eval_transform())
             self.val_set.reader.check_readable()
         if stage == "fit" and len(self.train_set) < self.batch_size:
             raise DatasetError(f"{self.train_set.reader.source}: {len(self.train_set)} images, fewer than one batch "
                                f"of {self.batch_size}; expected at least data.batch_size images")
+
+    @staticmethod
+    def _check_device_decoding(device):
+        if device.type != "cuda":
+            rank_zero_warn("data.decode_on device, training on the CPU: the main process then decodes every JPEG "
+                           "(PIL), work the loader workers would share; it is meant for GPUs (nvJPEG)")
+            return
+        try:
+            import torchcodec.decoders  # noqa: F401
+        except ImportError:
+            raise DatasetError("data.decode_on device decodes JPEGs on the GPU with nvJPEG through torchcodec; "
+                               "expected it installed: pip install 'inception-next[nvjpeg]'") from None
 
     def reader(self, split):
         """The reader of root's `split` ("train" or "val"), its labels indexing the classes."""
@@ -303,6 +358,7 @@ class ImageNetDataModule(L.LightningDataModule):
                           worker_init_fn=ignore_job_signals,
                           pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.hparams.persistent_workers and workers > 0,
+                          collate_fn=self.training_collate if train else None,
                           generator=torch.Generator().manual_seed(self.seed or 0))
 
     @staticmethod
@@ -313,8 +369,12 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch, dataloader_idx):
         """Count the training samples about to be trained: the resume point is kept here rather than read from
-        Lightning's loop counters, which a resumed run does not always restore consistently."""
+        Lightning's loop counters, which a resumed run does not always restore consistently. With `decode_on:
+        device`, a training batch is decoded, cropped and flipped first, onto the training device."""
         self._batch_seeds = None
+        if isinstance(batch, list) and len(batch) == 4 and isinstance(batch[0], list):  # collate_encoded's
+            batch = self.decoded_batch(batch, self.trainer.strategy.root_device if self.trainer is not None
+                                       else torch.device("cpu"))
         if not self._from_a_loader(batch):
             return batch
         if self.train_sampler is not None and self.trainer is not None and self.trainer.training:

@@ -252,3 +252,33 @@ def test_randaugment_draws_on_the_device_are_timms_in_distribution(auto_augment,
             assert_same_distribution([a[0] for a in our_ops[name]], [a[0] for a in their_ops[name]], name)
     assert_same_frequencies({"bilinear": interpolations[Image.BILINEAR]},
                             {"bilinear": sum(interpolations.values()) / 2}, "affine ops' interpolation")
+
+
+# -- Decoding on the device (data.decode_on: device) ----------------------------------------------------------------
+def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp_path):
+    """The workers draw each crop and flip under the sample's seed and pass the JPEG on; decoded (PIL, on the CPU),
+    cropped and resized on the device, the batches are the workers' path's, pixel for pixel. Images nvJPEG does not
+    take (CMYK, a PNG named .JPEG) are cropped in the workers; a cut JPEG is skipped in both."""
+    root = demo.write_photographs(tmp_path / "photos", 14)
+    odd = root / "train" / "class0"
+    Image.open(odd / "00000.JPEG").convert("L").save(odd / "grey.JPEG")
+    Image.open(odd / "00002.JPEG").convert("CMYK").save(odd / "cmyk.JPEG")
+    Image.open(odd / "00004.JPEG").save(odd / "png_inside.JPEG", format="PNG")
+    (odd / "cut.JPEG").write_bytes((odd / "00006.JPEG").read_bytes()[:20000])
+    settings = dict(root=str(root), img_size=64, batch_size=6, num_workers=2, augment_on="device", seed=3)
+    workers, device = ImageNetDataModule(**settings), ImageNetDataModule(decode_on="device", **settings)
+    batches = []
+    for data in (workers, device):
+        data.setup("fit")
+        batches.append(list(data.train_dataloader()))
+        assert data.unreadable_train_files == 1  # the cut JPEG, named in a warning by the worker that met it
+    sent = []  # (name, payload length): what the workers passed on
+    for (images, labels), encoded in zip(*batches):
+        payloads, _, names, _ = encoded
+        sent += [(name, len(payload)) for payload, name in zip(payloads, names)]
+        decoded, decoded_labels = device.decoded_batch(encoded, torch.device("cpu"))
+        assert torch.equal(decoded, images) and torch.equal(decoded_labels, labels)
+    assert len(sent) == 18 and [length for name, length in sent if name is None] == [3 * 64 * 64] * 2
+    encoded = {name.rsplit("/", 1)[-1]: length for name, length in sent if name is not None}
+    assert encoded["grey.JPEG"] == len((odd / "grey.JPEG").read_bytes())
+    assert not {"cmyk.JPEG", "png_inside.JPEG", "cut.JPEG"} & set(encoded)

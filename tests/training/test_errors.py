@@ -30,6 +30,12 @@ def one_class_dataset(tmp_path_factory):
     (["--data.augment_on", "device", "--data.train_interpolation", "nearest"], 1,
      "error: data.train_interpolation: RandAugment's affine ops interpolate bilinear or bicubic on the device; "
      "expected random, bilinear or bicubic, or data.augment_on workers"),
+    (["--data.decode_on", "gpu"], 1, "error: data.decode_on 'gpu': expected one of workers, device"),
+    (["--data.decode_on", "device"], 1, "error: data.decode_on device: the crop, flip and RandAugment come after "
+     "decoding; expected data.augment_on device too"),
+    (["--data.decode_on", "device", "--data.augment_on", "device", "--data.train_interpolation", "lanczos"], 1,
+     "error: data.decode_on device resizes crops with torch, and data.train_interpolation is 'lanczos'; expected one "
+     "of random, bilinear, bicubic"),
     (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
     (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
     (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),

@@ -54,6 +54,19 @@ def test_a_fit_with_randaugment_on_the_device_augments_every_training_batch(tiny
     assert augmented == [(4, 3, 32, 32)] * 2  # the training batches, not the validation ones
 
 
+def test_a_fit_decoding_on_the_device_trains_on_the_decoded_batches(tiny_dataset, tmp_path, monkeypatch):
+    decoded = []
+    original = ImageNetDataModule.decoded_batch
+    monkeypatch.setattr(ImageNetDataModule, "decoded_batch", lambda self, batch, device: decoded.append(
+        (len(batch[0]), device.type)) or original(self, batch, device))
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="data.decode_on device, training on the CPU: the main process then decodes"):
+        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(
+            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.augment_on", "device", "--data.decode_on", "device",
+            "--data.num_workers", "2")])
+    assert decoded == [(4, "cpu")] * 2  # the training batches; validation's come decoded from the workers
+
+
 @pytest.mark.parametrize("config", EXPERIMENT_FILES, ids=lambda p: p.relative_to(EXPERIMENTS).as_posix())
 def test_every_experiment_prints_its_config(config, capsys):
     with pytest.raises(SystemExit) as stopped:
