@@ -5,7 +5,8 @@ uint8 pixels and leave normalization and random erasing to the device, per batch
 official runs), and resize the crop with torch; bare timm does it all in the worker, as timm's loader without its
 prefetcher. `speedup` is ours over bare: what that saves, less what reading the layout and our dataset code (mode
 handling, unreadable-sample skipping, per-sample augmentation seeds) cost. The "train, RA on device" rows are the
-workers' share with `data.augment_on: device`, which leaves RandAugment to the training device too.
+workers' share with `data.augment_on: device`, which leaves RandAugment to the training device too; the "train,
+decoded on device" rows with `data.decode_on: device` as well, which leaves it decoding, cropping and flipping.
 
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
     python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
@@ -13,7 +14,7 @@ workers' share with `data.augment_on: device`, which leaves RandAugment to the t
     python -m inception_next benchmark-data --root s3://bucket/imagenet   # LitData chunks from object storage
 
 At 224 px it also prints how many such workers one A100 needs to train each of the paper's models at the paper's
-speed (Table 4), with RandAugment in the workers and on the device.
+speed (Table 4), with RandAugment in the workers, on the device, and with decoding on the device too.
 
 The measured worker gets what worker 1 of `--loader-workers` gets in training and evaluation: every that-many-th
 batch of the epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline
@@ -78,10 +79,11 @@ class BareImages(Dataset):
             return self.transform(image.convert("RGB"))
 
 
-def _images_per_second(dataset, indices, batch_size):
+def _images_per_second(dataset, indices, batch_size, collate=None):
     """Through one worker process, in batches; the worker's start-up and first batch are left out of the timing."""
     batch_size = max(1, min(batch_size, len(indices) // 2))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=1, prefetch_factor=4)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=1, prefetch_factor=4,
+                        collate_fn=collate)
     batches = iter(loader)
     next(batches)
     start = time.perf_counter()
@@ -89,15 +91,15 @@ def _images_per_second(dataset, indices, batch_size):
     return count / (time.perf_counter() - start)
 
 
-def _images_per_second_cold(dataset, indices, batch_size, remote):
+def _images_per_second_cold(dataset, indices, batch_size, remote, collate=None):
     """As _images_per_second; from object storage, with a chunk cache of its own that starts empty."""
     if not remote:
-        return _images_per_second(dataset, indices, batch_size)
+        return _images_per_second(dataset, indices, batch_size, collate)
     previous = os.environ.get("XDG_CACHE_HOME")
     with tempfile.TemporaryDirectory(prefix="benchmark-data-cache-") as cache:
         os.environ["XDG_CACHE_HOME"] = cache  # read by the worker process the loader starts
         try:
-            return _images_per_second(dataset, indices, batch_size)
+            return _images_per_second(dataset, indices, batch_size, collate)
         finally:
             if previous is None:
                 os.environ.pop("XDG_CACHE_HOME")
@@ -119,29 +121,35 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
     train = split == "train"
     rows = []
     for module in (data, *others):
-        ours = LabelledImages(module.reader(split), module.train_transform() if train else module.eval_transform(),
-                              skip_unreadable=train)
+        ours = module.training_set() if train else LabelledImages(module.reader(split), module.eval_transform())
         order = ResumableSampler(len(ours), seed=0, shuffle=train, blocks=ours.reader.blocks,
                                  window=module.hparams.shuffle_window, batch_size=batch_size, streams=workers)
         share = worker_share(order, batch_size, workers, images)
         prefetch = module.reader(split)  # another reader: ours opens its own in its worker
         bare = BareImages([prefetch.read(index) for index, _ in share], bare_timm_transform(module, train))
         rows.append((module, ours, share, bare))
-    timings = [[(_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root)),
+    timings = [[(_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root),
+                                         collate=module.training_collate if train else None),
                  _images_per_second(bare, list(range(len(share))), batch_size)) for module, ours, share, bare in rows]
                for _ in range(rounds)]
     results = []
     for column, (module, *_) in enumerate(rows):
         ours_speed = statistics.median(t[column][0] for t in timings)
         bare_speed = statistics.median(t[column][1] for t in timings)
-        on_device = train and module.hparams.augment_on == "device"
         results.append(dict(layout=module.source.NAME if not module.demo else "folders",
-                            transform="train, RA on device" if on_device else split if train else "eval",
+                            transform=transform_name(module, train),
                             images=len(rows[column][2]),
                             ours_img_s=round(ours_speed, 1),
                             bare_timm_img_s=round(bare_speed, 1),
                             speedup=round(ours_speed / bare_speed, 2)))
     return results
+
+
+def transform_name(module, train):
+    if not train:
+        return "eval"
+    return {("workers", "workers"): "train", ("device", "workers"): "train, RA on device",
+            ("device", "device"): "train, decoded on device"}[module.hparams.augment_on, module.hparams.decode_on]
 
 
 def parse(argv):
@@ -191,8 +199,9 @@ def main(argv=None):
         print(f"{', '.join(str(m.root) for m in modules)}: {args.img_size} px, about {args.images} images x "
               f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers}), "
               f"torch {torch.__version__}")
-        device_twins = [ImageNetDataModule(root=str(m.root) if not m.demo else None, augment_on="device", **settings)
-                        for m in modules]
+        device_twins = [ImageNetDataModule(root=str(m.root) if not m.demo else None, augment_on="device",
+                                           decode_on=decode_on, **settings)
+                        for decode_on in ("workers", "device") for m in modules]
         rows = [row for split, others in (("train", modules[1:] + device_twins), ("val", modules[1:]))
                 for row in measure(modules[0], split, args.images, args.rounds, args.batch_size,
                                    args.loader_workers, others=others)]
@@ -204,18 +213,20 @@ def main(argv=None):
         print(f"\nLoader workers one A100 needs at the paper's training speed (TF32, batch 128; {rows[0]['layout']}):")
         for need in workers_per_a100(rows):
             print(f"  {need['model']:>22}: {need['train_img_s']:>5} img/s, {need['workers']:>2} workers, "
-                  f"{need['workers_ra_on_device']:>2} with RandAugment on the device")
+                  f"{need['workers_ra_on_device']:>2} with RandAugment on the device, "
+                  f"{need['workers_decoding_on_device']:>2} decoding on the device too")
     return rows
 
 
 def workers_per_a100(rows):
     """Per paper model: its A100 training images/s (Table 4) over one worker's (the first layout's rows), with
-    RandAugment in the workers and on the device."""
+    RandAugment in the workers, on the device, and with decoding on the device too."""
     layout = rows[0]["layout"]
     speed = {row["transform"]: row["ours_img_s"] for row in rows if row["layout"] == layout}
     needs = []
     for model in PAPER_MODELS:
         train, _ = paper_a100(model, PAPER_SIZE)
         needs.append(dict(model=model, train_img_s=train, workers=math.ceil(train / speed["train"]),
-                          workers_ra_on_device=math.ceil(train / speed["train, RA on device"])))
+                          workers_ra_on_device=math.ceil(train / speed["train, RA on device"]),
+                          workers_decoding_on_device=math.ceil(train / speed["train, decoded on device"])))
     return needs

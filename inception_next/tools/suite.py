@@ -12,9 +12,10 @@ Markdown report (machine, versions, date), within about 9 minutes on one H100.
    the loss falling over a few hundred steps.
 5. Peak GPU memory per model and batch (in the speed tables).
 6. The data supply: decode + augment images/s of one loader worker on photograph-sized JPEGs (generated, 500 x 375,
-   about 110 KB, or --photos-root), with RandAugment in the workers and on the device (`data.augment_on`); what the
-   device path costs the GPU (RandAugment, normalization and erasing of a training batch); and how many workers
-   each model needs to keep the GPU busy either way.
+   about 110 KB, or --photos-root), with RandAugment in the workers, on the device (`data.augment_on`), and with
+   decoding on the device too (`data.decode_on`); what each device path costs the GPU (RandAugment, normalization and
+   erasing of a training batch; before them, nvJPEG decoding and the crops); and how many workers each model needs
+   to keep the GPU busy each way.
 
 `--small` runs every part on the CPU with tiny inputs and one or two steps (the tests run it), so that the suite
 cannot rot between the rare GPU leases.
@@ -238,41 +239,47 @@ def numerics(p, device, name):
     return results, dict(steps=p.loss_steps, first=sum(losses[:window]) / window, last=sum(losses[-window:]) / window)
 
 
-def data_supply(p, photos_root):
+def data_supply(p, device, photos_root):
     """Images/s of one loader worker through our dataset, the paper's training transform, on photograph-sized
-    JPEGs."""
+    JPEGs, each way; and of the device's share of a training batch on `device`, each device way."""
     if photos_root:
-        return measure_supply(p, Path(photos_root))
+        return measure_supply(p, device, Path(photos_root))
     with tempfile.TemporaryDirectory(prefix="photos-") as scratch:
-        return measure_supply(p, demo.write_photographs(Path(scratch), p.photos))
+        return measure_supply(p, device, demo.write_photographs(Path(scratch), p.photos))
 
 
-def measure_supply(p, root):
-    data = ImageNetDataModule(root=str(root), img_size=p.data_img_size)
-    on_device = ImageNetDataModule(root=str(root), img_size=p.data_img_size, augment_on="device")
-    row, device_row = data_benchmark.measure(data, "train", images=min(p.photos, 200) - 1, rounds=1, workers=1,
-                                             others=(on_device,))
+def measure_supply(p, device, root):
+    settings = dict(root=str(root), img_size=p.data_img_size)
+    ra_on_device, decoding = (ImageNetDataModule(augment_on="device", decode_on=place, **settings)
+                              for place in ("workers", "device"))
+    row, ra_row, decoding_row = data_benchmark.measure(ImageNetDataModule(**settings), "train",
+                                                       images=min(p.photos, 200) - 1, rounds=1, workers=1,
+                                                       others=(ra_on_device, decoding))
     files = sorted((root / "train").rglob("*.JPEG"))
     row["mean_file_kb"] = sum(f.stat().st_size for f in files) / len(files) / 1024
-    row["device_path_worker_img_s"] = device_row["ours_img_s"]
+    row["device_path_worker_img_s"] = ra_row["ours_img_s"]
+    row["decoding_path_worker_img_s"] = decoding_row["ours_img_s"]
+    crops = torch.stack([torch.from_numpy(np.array(demo.photograph(random.Random(i)).resize(
+        (p.data_img_size, p.data_img_size)))).permute(2, 0, 1) for i in range(p.batch)]).to(device)
+    row["device_img_s"] = device_share(p, device, ra_on_device, lambda: crops.clone())
+    training_set = decoding.training_set()
+    encoded = decoding.training_collate([training_set[i % len(training_set), i] for i in range(p.batch)])
+    row["decoding_device_img_s"] = device_share(p, device, decoding,
+                                                lambda: decoding.decoded_batch(encoded, device)[0])
     return row
 
 
-def device_augmentation(p, device):
-    """Images/s of the device's share of a training batch with `data.augment_on: device` (RandAugment, normalize,
-    random erasing; timm's recipe), on photograph-like crops, synchronised."""
-    data = ImageNetDataModule(img_size=p.data_img_size, augment_on="device")
+def device_share(p, device, data, images):
+    """Images/s of the device's share of a training batch (`images()`, then RandAugment, normalize, random erasing;
+    timm's recipe), synchronised."""
     randaugment = data.device_randaugment()
-    crops = torch.stack([torch.from_numpy(np.array(demo.photograph(random.Random(i)).resize(
-        (p.data_img_size, p.data_img_size)))).permute(2, 0, 1) for i in range(p.batch)]).to(device)
     timings = []
     for step in range(p.warmup + p.iters):
-        batch = crops.clone()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         seeds = range(step * p.batch, (step + 1) * p.batch)  # other draws each step, as training's batches
-        data.erase(data.normalize(randaugment(batch, seeds)), seeds)
+        data.erase(data.normalize(randaugment(images(), seeds)), seeds)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= p.warmup:
@@ -323,17 +330,22 @@ def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
               f"img/s (bare timm + PIL: {supply['bare_timm_img_s']:.1f}); with RandAugment on the device "
               f"(`data.augment_on: device`) {supply['device_path_worker_img_s']:.1f} img/s, and the device's share "
               f"(RandAugment, normalize, erase) runs at {supply['device_img_s']:.0f} img/s on the "
-              f"{'GPU' if p.device == 'cuda' else 'CPU'}.", "",
+              f"{'GPU' if p.device == 'cuda' else 'CPU'}; decoding there too (`data.decode_on: device`) "
+              f"{supply['decoding_path_worker_img_s']:.1f} img/s, and the device's share (decode, crop, flip, then "
+              f"the same) runs at {supply['decoding_device_img_s']:.0f} img/s.", "",
               "| model | best train img/s | workers needed | workers needed, RA on device | GPU time the device "
-              "path adds | this machine's cores |", "|---|---|---|---|---|---|"]
+              "path adds | workers needed, decoding on device | GPU time decoding there adds | this machine's cores |",
+              "|---|---|---|---|---|---|---|---|"]
     best = {}
     for r in rows:
         best[r["model"]] = max(best.get(r["model"], 0), r["train"])
     for model, train in best.items():
         needed = math.ceil(train / supply["ours_img_s"])
         needed_on_device = math.ceil(train / supply["device_path_worker_img_s"])
+        needed_decoding = math.ceil(train / supply["decoding_path_worker_img_s"])
         lines.append(f"| {model} | {train:.1f} | {needed} | {needed_on_device} | "
-                     f"{100 * train / supply['device_img_s']:.0f}% | {os.cpu_count()} "
+                     f"{100 * train / supply['device_img_s']:.0f}% | {needed_decoding} | "
+                     f"{100 * train / supply['decoding_device_img_s']:.0f}% | {os.cpu_count()} "
                      f"({'enough' if needed <= os.cpu_count() else 'not enough'}) |")
     return "\n".join(lines) + "\n"
 
@@ -350,8 +362,7 @@ def run(small=False, out=Path("docs/benchmarks"), photos_root=None):
     tiny = p.pairs[min(1, len(p.pairs) - 1)][0]
     path_rows = [training_path(p, device, tiny)]
     numeric, loss = numerics(p, device, tiny)
-    supply = data_supply(p, photos_root)
-    supply["device_img_s"] = device_augmentation(p, device)
+    supply = data_supply(p, device, photos_root)
     report = markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply)
     out.mkdir(parents=True, exist_ok=True)
     name = f"suite-{'small-' if small else ''}{env['gpu'].replace(' ', '_') if env['gpu'] != 'none' else 'cpu'}-" \

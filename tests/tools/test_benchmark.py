@@ -50,8 +50,8 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 
     rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1",
                            "--batch-size", "2", "--loader-workers", "2"])
-    assert [r["transform"] for r in rows] == ["train", "train, RA on device", "eval"]
-    assert [r["images"] for r in rows] == [6, 6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
+    assert [r["transform"] for r in rows] == ["train", "train, RA on device", "train, decoded on device", "eval"]
+    assert [r["images"] for r in rows] == [6, 6, 6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
     assert all(r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
     assert "bare_timm_img_s" in capsys.readouterr().out
 
@@ -63,7 +63,8 @@ def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
                            "--loader-workers", "2"])
     layouts = ("folders", "parquet", "webdataset", "litdata")
     assert [(r["layout"], r["transform"]) for r in rows] == [
-        (layout, transform) for transform in ("train", "train, RA on device", "eval") for layout in layouts]
+        (layout, transform) for transform in ("train", "train, RA on device", "train, decoded on device", "eval")
+        for layout in layouts]
     assert all(r["ours_img_s"] > 0 for r in rows)
 
 
@@ -72,10 +73,11 @@ def test_data_benchmark_says_how_many_workers_an_a100_needs():
 
     rows = [dict(layout="folders", transform="train", ours_img_s=300.0),
             dict(layout="folders", transform="train, RA on device", ours_img_s=450.0),
+            dict(layout="folders", transform="train, decoded on device", ours_img_s=1000.0),
             dict(layout="parquet", transform="train", ours_img_s=10.0)]
     needs = {need["model"]: need for need in workers_per_a100(rows)}
     assert needs["inception_next_tiny"] == dict(model="inception_next_tiny", train_img_s=901, workers=4,
-                                                workers_ra_on_device=3)  # the paper's 901 img/s on an A100
+                                                workers_ra_on_device=3, workers_decoding_on_device=1)  # 901 img/s
     assert needs["inception_next_atto"]["workers"] == 9  # 2661 img/s
 
 
@@ -107,4 +109,7 @@ def test_the_gpu_suite_runs_every_part_in_small_mode_on_the_cpu(tmp_path):
     assert re.search(r"photograph-sized JPEGs \((\d+) KB", text) and int(re.search(r"\((\d+) KB", text).group(1)) > 60
     worker, device = re.search(r"on the device \(`data.augment_on: device`\) ([0-9.]+) img/s, and the device's "
                                r"share \(RandAugment, normalize, erase\) runs at ([0-9.]+) img/s", text).groups()
+    assert float(worker) > 0 and float(device) > 0
+    worker, device = re.search(r"decoding there too \(`data.decode_on: device`\) ([0-9.]+) img/s, and the device's "
+                               r"share \(decode, crop, flip, then the same\) runs at ([0-9.]+) img/s", text).groups()
     assert float(worker) > 0 and float(device) > 0
