@@ -284,7 +284,7 @@ class ImageNetDataModule(L.LightningDataModule):
             if self._device_randaugment is not None and self.trainer is not None \
                     and self.trainer.strategy.root_device.type == "cpu":
                 rank_zero_warn("data.augment_on device, training on the CPU: RandAugment then runs in the main "
-                               "process, at 224 px about 8 times slower an image than timm's PIL ops in the loader "
+                               "process, at 224 px about 5 times slower an image than timm's PIL ops in the loader "
                                "workers; it is meant for GPUs (data.augment_on workers here)")
             if self.hparams.decode_on == "device" and self.trainer is not None:
                 self._check_device_decoding(self.trainer.strategy.root_device)
