@@ -19,7 +19,7 @@ from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSam
 from inception_next.data.images import decode, load_rgb
 from inception_next.data.randaugment import GEOMETRIC, POINTWISE, moving_axes, warp
 from inception_next.data.readers import folders
-from inception_next.data.transforms import FastResizedCrop
+from inception_next.data.transforms import TORCH_RESIZES, FastResizedCrop, resize_box, resize_in_float
 
 DRAWS = 3000
 
@@ -282,3 +282,19 @@ def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp
     encoded = {name.rsplit("/", 1)[-1]: length for name, length in sent if name is not None}
     assert encoded["grey.JPEG"] == len((odd / "grey.JPEG").read_bytes())
     assert not {"cmyk.JPEG", "png_inside.JPEG", "cut.JPEG"} & set(encoded)
+
+
+def test_the_gpus_float_resize_gives_the_cpus_uint8_resize_within_a_level(photographs):
+    """CUDA's antialiased resize takes floats only: the device path's crops there are resized in float32, a pass
+    per axis, each rounded to 8 bits: within two levels of the CPU's uint8 kernel, which the workers use (as that
+    is of PIL's), and equal almost everywhere."""
+    random.seed(0)
+    for image in photographs[:4]:
+        pixels = torch.from_numpy(np.array(image))
+        for interpolation in TORCH_RESIZES:
+            for size in ((224, 224), (96, 96), (512, 512)):  # down and up
+                top, left = random.randrange(50), random.randrange(50)
+                box = pixels[top:top + 300, left:left + 260]
+                on_cpu = resize_box(box, size, interpolation).int()
+                in_float = resize_in_float(box.permute(2, 0, 1)[None], size, interpolation)[0].int()
+                assert (on_cpu - in_float).abs().max() <= 2 and (on_cpu != in_float).float().mean() < 0.01
