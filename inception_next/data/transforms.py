@@ -32,12 +32,12 @@ def resize_box(box, size, interpolation):
 
 
 def resize_in_float(pixels, size, interpolation):
-    """(n, 3, h, w) uint8 pixels resized in float32 as the uint8 kernels (torch's, PIL's) resize: rows first, then
-    columns, each pass rounded to 8 bits (in one float pass, bicubic's overshoot came out up to 5 levels off)."""
+    """(n, 3, h, w) uint8 pixels resized in float32 as PIL's uint8 kernel resizes: rows first, then columns, each
+    pass rounded half up to 8 bits (in one float pass, bicubic's overshoot came out up to 5 levels off)."""
     rows = interpolate(pixels.float(), size=(pixels.shape[2], size[1]), mode=interpolation.value, antialias=True)
-    rows = rows.round().clamp(0, 255)
+    rows = (rows + 0.5).floor().clamp(0, 255)
     resized = interpolate(rows, size=size, mode=interpolation.value, antialias=True)
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    return (resized + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 
 class FastResizedCrop:

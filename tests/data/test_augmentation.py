@@ -14,14 +14,16 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data import auto_augment as ops
 from timm.data.random_erasing import RandomErasing
+from torchvision.transforms import InterpolationMode
 
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler, demo, seeded_randomness
 from inception_next.data.images import decode, load_rgb
 from inception_next.data.randaugment import GEOMETRIC, POINTWISE, moving_axes, warp
 from inception_next.data.readers import folders
-from inception_next.data.transforms import TORCH_RESIZES, FastResizedCrop, resize_box, resize_in_float
+from inception_next.data.transforms import TORCH_RESIZES, FastResizedCrop, resize_in_float
 
 DRAWS = 3000
+PIL_RESAMPLE = {InterpolationMode.BILINEAR: Image.BILINEAR, InterpolationMode.BICUBIC: Image.BICUBIC}
 
 
 def ks_statistic(ours, theirs):
@@ -284,17 +286,18 @@ def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp
     assert not {"cmyk.JPEG", "png_inside.JPEG", "cut.JPEG"} & set(encoded)
 
 
-def test_the_gpus_float_resize_gives_the_cpus_uint8_resize_within_a_level(photographs):
+def test_the_gpus_float_resize_gives_pils_pixels_within_a_level(photographs):
     """CUDA's antialiased resize takes floats only: the device path's crops there are resized in float32, a pass
-    per axis, each rounded to 8 bits: within two levels of the CPU's uint8 kernel, which the workers use (as that
-    is of PIL's), and equal almost everywhere."""
+    per axis, each rounded half up to 8 bits as PIL's fixed point rounds: within one level of PIL's resize (timm's
+    crop), where the CPU's uint8 kernel, which the workers use, is within two."""
     random.seed(0)
-    for image in photographs[:4]:
+    for image in photographs[:2]:
         pixels = torch.from_numpy(np.array(image))
         for interpolation in TORCH_RESIZES:
-            for size in ((224, 224), (96, 96), (512, 512)):  # down and up
+            for size in ((224, 224), (96, 96), (400, 400)):  # down and up
                 top, left = random.randrange(50), random.randrange(50)
                 box = pixels[top:top + 300, left:left + 260]
-                on_cpu = resize_box(box, size, interpolation).int()
                 in_float = resize_in_float(box.permute(2, 0, 1)[None], size, interpolation)[0].int()
-                assert (on_cpu - in_float).abs().max() <= 2 and (on_cpu != in_float).float().mean() < 0.01
+                pil = Image.fromarray(box.numpy()).resize(size[::-1], PIL_RESAMPLE[interpolation])
+                difference = (in_float - torch.from_numpy(np.array(pil)).permute(2, 0, 1).int()).abs()
+                assert difference.max() <= 1 and difference.float().mean() < 0.05, (interpolation, size)
