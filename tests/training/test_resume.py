@@ -74,10 +74,11 @@ CHAINS = {
     "epoch-lr, accumulation 2": ("--data.batch_size", "2", "--global_batch_size", "4", "--model.step_on_epochs",
                                  "true", "--model.cooldown_epochs", "1"),
     # the demo's lr (every optimizer step), one batch of 4 per step, in partial epochs as the README's demo proxy
-    # trains them: 4 of the 6 batches; last.ckpt every 2 steps and at each epoch's end. RandAugment and random
-    # erasing run on the batch (drawn in the main process under each sample's seed), not in the loader workers.
+    # trains them: 4 of the 6 batches; last.ckpt every 2 steps and at each epoch's end. The loader workers only
+    # draw each crop and flip: decoding, the crop, RandAugment and random erasing run on the batch (drawn under each
+    # sample's seed), in the main process.
     "step-lr, partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2",
-                                "--data.augment_on", "device", "--data.reprob", "0.5"),
+                                "--data.augment_on", "device", "--data.decode_on", "device", "--data.reprob", "0.5"),
 }
 STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr, partial epochs": 4}
 TIMING = ("train/device/",)  # series whose values measure the machine, not the run
