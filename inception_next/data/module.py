@@ -45,12 +45,12 @@ from .images import IMAGE_EXTENSIONS, DatasetError, decode, peek
 from .object_store import is_url
 from .randaugment import BatchRandAugment
 from .sampler import ResumableSampler, kept_randomness, reseed, stream_seed
-from .transforms import DrawnCrop, FastResizedCrop, crops_on_device, with_fast_crop
+from .transforms import TORCH_RESIZES, DrawnCrop, FastResizedCrop, crops_on_device, with_fast_crop
 
 SPLIT_NAMES = {"train": "training", "val": "validation"}
 ERASING_MODES = ("const", "rand", "pixel")  # timm's: one colour, a random colour per erasure, noise per pixel
 AUGMENT_PLACES = ("workers", "device")
-DEVICE_CROP_INTERPOLATIONS = ("random", "bilinear", "bicubic")  # torch's antialiased resizes, as PIL's
+DEVICE_CROP_INTERPOLATIONS = ("random", *(mode.value for mode in TORCH_RESIZES))  # "random": one of them
 
 
 def collate_encoded(samples):
