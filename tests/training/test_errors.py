@@ -78,3 +78,16 @@ def test_an_integer_batch_limit_counts_batches(limit, batches, tiny_dataset, tmp
                              "--trainer.limit_val_batches", "0", "--save_every_n_steps", "null")])
     last = next((tmp_path / "logs/demo").rglob("last.ckpt"))
     assert torch.load(last, weights_only=False)["global_step"] == batches
+
+
+def test_decoding_on_a_gpu_without_torchcodec_is_one_line(monkeypatch):
+    """nvJPEG comes through an extra; a GPU run set to decode on the device without it stops at setup, saying
+    which: no GPU needed to check, the data module asks for the device it trains on."""
+    from inception_next.data import DatasetError, ImageNetDataModule
+
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    expected = (r"^data.decode_on device decodes JPEGs on the GPU with nvJPEG through torchcodec; expected it "
+                r"installed: pip install 'inception-next\[nvjpeg\]'$")
+    with pytest.raises(DatasetError, match=expected):
+        ImageNetDataModule._check_device_decoding(torch.device("cuda"))
