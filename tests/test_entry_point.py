@@ -1,6 +1,7 @@
 """The entry point: config files and their `extends:` chains, the demo default, --help, a regular install."""
 
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inception_next.training.cli import main
+from inception_next.commands import main
 from inception_next.training.config import EXPERIMENTS, ConfigError, config_chain
 
 REPO = Path(__file__).parent.parent
@@ -109,13 +110,24 @@ def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_
     assert (target / "inception_next" / "experiments" / "demo.yaml").is_file()
 
 
-def package_imports():
-    """{module: the package's modules it imports}, relative imports resolved, `from . import x` to module x."""
+LAYERS = ["inception_next.errors", "inception_next.deprecation", "inception_next.jobs", "inception_next.models",
+          "inception_next.data", "inception_next.training", "inception_next.tools"]  # bottom to top
+TOP = ("inception_next.commands", "inception_next.__main__", "inception_next")  # the front door: anything
+
+
+def package_imports(by_name=False):
+    """{module: the package's modules it imports} (relative imports resolved, `from . import x` to module x); with
+    `by_name`, also those a string names (an import by name, such as a moved name's new place)."""
     import ast
 
     package = REPO / "inception_next"
     names = {".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
              for path in package.rglob("*.py")}
+
+    def module_of(dotted):
+        parts = dotted.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in names), None)
+
     graph = {}
     for name, path in names.items():
         here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
@@ -126,8 +138,15 @@ def package_imports():
                 target = ".".join(base + ([node.module] if node.module else []))
                 modules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in names]
                 deps.update(modules or [target])
-        graph[name] = deps
+            elif by_name and isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(
+                    r"inception_next(\.\w+)+", node.value) and module_of(node.value):
+                deps.add(module_of(node.value))
+        graph[name] = deps - {name}
     return graph
+
+
+def layer(module):
+    return next((i for i, prefix in enumerate(LAYERS) if module == prefix or module.startswith(prefix + ".")), None)
 
 
 def test_the_package_has_no_import_cycle():
@@ -141,13 +160,11 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_each_layer_imports_only_the_layers_below_it():
-    """models: pure torch, nothing else of ours; data: only the loader workers' signal handling of training;
-    training: models and data; tools: anything. The one error base, `errors`, is everyone's."""
-    allowed = {"inception_next.models": ("inception_next.models", "inception_next.errors"),
-               "inception_next.data": ("inception_next.data", "inception_next.training.preemption",
-                                       "inception_next.errors"),
-               "inception_next.training": ("inception_next.training", "inception_next.models", "inception_next.data",
-                                           "inception_next.errors")}
-    wrong = [(module, dep) for module, deps in package_imports().items() for layer, ok in allowed.items()
-             if module.startswith(layer) for dep in deps if not dep.startswith(ok)]
+    """errors, deprecation, jobs < models (pure torch) < data < training < tools < the front door (commands), by
+    import or by a module's name in a string; no exception."""
+    graph = package_imports(by_name=True)
+    assert {module for module in graph if layer(module) is None} == set(TOP)
+    wrong = [(module, dep) for module, deps in graph.items() if module not in TOP for dep in deps
+             if layer(dep) is None or layer(dep) > layer(module)]
     assert not wrong
+    assert graph["inception_next.deprecation"] == set() and graph["inception_next.jobs"] == set()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .images import DatasetError, UnreadableImageError, decode, is_image_file, load_rgb
-from .sampler import seeded_randomness
+from .images import IMAGE_EXTENSIONS, DatasetError, UnreadableImageError, decode, is_image_file, load_rgb
+from .seeding import seeded_randomness
 
 NEIGHBOURS_TRIED = 20  # as timm's ImageDataset: past this many unreadable samples in a row, something else is wrong
 
@@ -30,6 +30,11 @@ class LabelledImages(Dataset):
 
     def __len__(self):
         return len(self.reader)
+
+    @property
+    def blocks(self):
+        """The reader's blocks (see `readers.Reader`), which the sampler keeps together."""
+        return self.reader.blocks
 
     def _report(self, index, error):
         if index not in self._warned:
@@ -78,3 +83,16 @@ class UnlabelledImages(Dataset):
     def __getitem__(self, index):
         index = index[0] if isinstance(index, tuple) else index  # from ResumableSampler: (index, unused seed)
         return self.transform(load_rgb(self.paths[index])), str(self.paths[index])
+
+
+def prediction_set(root, transform):
+    """The images under `root` (`data.predict_root`), for `predict`."""
+    if not root:
+        raise DatasetError("data.predict_root is not set: expected a folder of images to predict "
+                           "(--data.predict_root my_images/)")
+    if not Path(root).expanduser().is_dir():
+        raise DatasetError(f"data.predict_root {root}: no such folder; expected a folder of images to predict")
+    images = UnlabelledImages(Path(root).expanduser(), transform)
+    if not len(images):
+        raise DatasetError(f"data.predict_root {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return images

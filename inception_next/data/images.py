@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
@@ -46,7 +45,7 @@ def decode(data, name):
 
 
 class Encoded(NamedTuple):
-    """A JPEG left for the training device to decode (`data.decode_on: device`): its bytes, the image opened but not
+    """A JPEG left for the training device to decode (`data.device_from: decode`): its bytes, the image opened but not
     decoded (PIL read its header: size and mode), and its name, for an error."""
     data: bytes
     header: Image.Image
@@ -67,26 +66,6 @@ def peek(data, name):
     if header.format == "JPEG" and header.mode in DEVICE_DECODABLE and whole:
         return Encoded(data, header, str(name))
     return decode(data, name)
-
-
-def decode_jpegs(payloads, names, device):
-    """`Encoded` JPEGs' bytes (uint8 tensors on the CPU) and names -> (3, H, W) uint8 RGB images on `device`: on a GPU
-    all in one call to nvJPEG (through torchcodec), elsewhere one by one as the workers decode (`decode`)."""
-    if torch.device(device).type != "cuda":
-        return [torch.from_numpy(np.array(decode(payload.numpy().tobytes(), name))).permute(2, 0, 1)
-                for payload, name in zip(payloads, names)]
-    from torchcodec.decoders import decode_jpeg
-
-    try:
-        return decode_jpeg(payloads, mode="RGB", device=device)
-    except RuntimeError:
-        for payload, name in zip(payloads, names):  # name the one nvJPEG refuses
-            try:
-                decode_jpeg(payload, mode="RGB", device=device)
-            except RuntimeError as error:
-                raise UnreadableImageError(f"{name}: unreadable by nvJPEG ({error}); expected a whole JPEG, or "
-                                           "data.decode_on workers, which skips unreadable images") from None
-        raise
 
 
 def load_rgb(path):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..deprecation import add_flag
 from .images import DatasetError
 from .object_store import Bucket, is_url
 from .readers import READABLE, SOURCES, find_source
@@ -37,7 +38,7 @@ def parse(argv):
     parser.add_argument("--format", choices=list(SOURCES), default=None, help="SRC's layout; default: recognised")
     parser.add_argument("--splits", nargs="+", choices=("train", "val"), default=None,
                         help="default: every split SRC holds")
-    parser.add_argument("--shard-size", type=int, default=1000,
+    add_flag(parser, "--shard_size", type=int, default=1000,
                         help="samples per shard or chunk (parquet, webdataset, litdata)")
     return parser.parse_args(argv)
 
@@ -130,5 +131,5 @@ def prepare(src, dest, to=None, format=None, splits=None, shard_size=1000):
 def main(argv=None):
     args = parse(argv)
     if args.shard_size < 1:
-        raise SystemExit(f"error: --shard-size {args.shard_size}: expected a positive number of samples")
+        raise SystemExit(f"error: --shard_size {args.shard_size}: expected a positive number of samples")
     return prepare(args.src, args.dest, args.to, args.format, args.splits, args.shard_size)

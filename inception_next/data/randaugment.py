@@ -1,4 +1,4 @@
-"""timm's RandAugment on a batch of uint8 images, on the device (`data.augment_on: device`), for machines short of
+"""timm's RandAugment on a batch of uint8 images, on the device (`data.device_from: randaugment`), for machines short of
 CPU cores: the loader workers then stop after the crop and flip.
 
 Each image's ops, magnitudes and interpolations are drawn by timm's own RandAugment objects under the image's seed
@@ -18,7 +18,7 @@ from PIL import Image
 from timm.data import auto_augment as timm_ops
 
 from .images import DatasetError
-from .sampler import kept_randomness, reseed, stream_seed
+from .seeding import kept_randomness, reseed, stream_seed
 
 
 # -- point ops ----------------------------------------------------------------------------------------------------
@@ -216,13 +216,13 @@ class BatchRandAugment:
         for op in self.randaugment.ops:
             if op.aug_fn not in GEOMETRIC and op.aug_fn not in POINTWISE:
                 raise DatasetError(f"data.auto_augment: RandAugment's {op.name} has no device version; expected "
-                                   "ops of timm's rand-... policies (data.augment_on: workers runs any)")
+                                   "ops of timm's rand-... policies (data.device_from normalize runs any)")
             resample = op.kwargs.get("resample")
             if op.aug_fn in GEOMETRIC and not set(resample if isinstance(resample, (list, tuple)) else [resample]) \
                     <= {Image.BILINEAR, Image.BICUBIC}:
                 raise DatasetError("data.train_interpolation: RandAugment's affine ops interpolate bilinear or "
-                                   "bicubic on the device; expected random, bilinear or bicubic, or data.augment_on "
-                                   "workers")
+                                   "bicubic on the device; expected random, bilinear or bicubic, or data.device_from "
+                                   "normalize")
             op.aug_fn = self._noting(op.name, op.aug_fn)
         self._notes = None
         self._fills = {}  # timm's fill colour, per device

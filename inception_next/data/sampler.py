@@ -1,60 +1,14 @@
 """The order of samples: reproducible from (seed, epoch), sharded across ranks, resumable mid-epoch, with each
 sample's augmentation seeded by (seed, epoch, index)."""
 
-import hashlib
-import random
-from contextlib import contextmanager
-
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler, get_worker_info
+from torch.utils.data import DistributedSampler
 
+from ..deprecation import moved_names
 
-def _is_cuda(device):
-    return device is not None and torch.device(device).type == "cuda"
-
-
-def reseed(seed, device=None):
-    """Seed Python's, NumPy's and torch's generators (and a CUDA `device`'s) with `seed`."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed % 2**63)
-    if _is_cuda(device):
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed % 2**63)
-
-
-@contextmanager
-def kept_randomness(device=None):
-    """Within: reseed at will. In the main process the generators' states are put back afterwards, leaving Mixup's
-    and drop path's draws untouched; a loader worker's generators serve nothing else, so there nothing is kept."""
-    saved = None
-    if get_worker_info() is None:
-        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                 torch.cuda.get_rng_state(device) if _is_cuda(device) else None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
-            if saved[3] is not None:
-                torch.cuda.set_rng_state(saved[3], device)
-
-
-@contextmanager
-def seeded_randomness(seed, device=None):
-    """Within: the generators seeded with `seed`, so that a sample's augmentation depends on (seed, epoch, index)
-    alone: not on the worker that loads it, on how many workers there are, or on where training resumed."""
-    with kept_randomness(device):
-        reseed(seed, device)
-        yield
-
-
-def stream_seed(seed, stream):
-    """A seed for another stream of draws of the same sample (`stream`: its name), unrelated to `seed`'s own."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest(), "little")
+__getattr__ = moved_names(__name__, {name: "inception_next.data.seeding" for name in (
+    "reseed", "kept_randomness", "seeded_randomness", "stream_seed")})
 
 
 class ResumableSampler(DistributedSampler):
@@ -171,6 +125,12 @@ class ResumableSampler(DistributedSampler):
         applied to the batch in the main process rather than to each sample in a loader worker."""
         return [seed for _, seed in self._pairs[self.consumed:self.consumed + count]]
 
+    def take(self, count):
+        """`count` samples are about to be trained: their augmentation seeds (see `seeds`), counted as consumed."""
+        seeds = self.seeds(count)
+        self.consumed += count
+        return seeds
+
     def position(self, epoch_samples=None):
         """Where the next sample to train comes from, (epoch, index into this rank's order), counting the samples
         trained (`consumed`, which the data module advances); an epoch's end (after `epoch_samples`, when the
@@ -178,3 +138,22 @@ class ResumableSampler(DistributedSampler):
         epoch, start = self.started
         done = start + self.consumed
         return (epoch + 1, 0) if done >= min(len(self), epoch_samples or len(self)) else (epoch, done)
+
+    def state(self, epoch_samples=None):
+        """Where training stands, for a checkpoint: the next sample's epoch and index (see `position`) at an
+        optimizer step's boundary (a save in the middle of gradient accumulation has not saved the accumulated
+        gradient: those batches are trained again), and for a source read in blocks mid-epoch, the layout the epoch
+        was begun in, to finish it in."""
+        epoch, samples = self.position(epoch_samples)
+        samples -= samples % self.step_samples
+        return dict(epoch=epoch, samples=samples, streams=self.epoch_streams if samples else None)
+
+    def start(self, epoch, state=None):
+        """Begin at `state` (a checkpoint's, see `state`) or else at `epoch`'s start. (With loader workers the
+        iteration begins before Lightning sets the epoch: it is set here.)"""
+        if state is not None:
+            self.set_epoch(state["epoch"])
+            self.resume(state["epoch"], state["samples"], state.get("streams"))
+        else:
+            self.set_epoch(epoch)
+            self.started = (epoch, 0)

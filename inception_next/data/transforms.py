@@ -1,25 +1,27 @@
-"""Where our transforms differ from timm's: in speed only. timm's random resized crop spent a quarter of a loader
-worker's time in PIL's resize; torch's antialiased uint8 kernel gives the same pixels (at most two levels apart,
-0.005 on average) in a third of the time, and the crop keeps timm's draws (its box, then its interpolation), so a
-seed gives the same crop.
+"""timm's transforms, as the loader workers apply them, and where ours differ: in speed only. timm's random resized
+crop spent a quarter of a loader worker's time in PIL's resize; torch's antialiased uint8 kernel gives the same pixels
+(at most two levels apart, 0.005 on average) in a third of the time, and the crop keeps timm's draws (its box, then its
+interpolation), so a seed gives the same crop.
 
-With `data.decode_on: device` the workers only draw (`DrawnCrop`): the JPEG goes to the training device as it is,
-and `crops_on_device` decodes, crops and flips the batch there with the same resize."""
+The workers stop where the device takes over (`device`, `data.device_from`): before RandAugment, or, when the device
+decodes, after drawing each image's crop and flip (`DrawnCrop`), handing on the JPEG as it is (`EncodedSample`)."""
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as F
 from PIL import Image
-from timm.data import RandomResizedCropAndInterpolation
+from timm.data import RandomResizedCropAndInterpolation, create_transform
+from timm.data.auto_augment import RandAugment
 from torch.nn.functional import interpolate
-from torchvision.transforms import Compose, InterpolationMode
+from torchvision.transforms import Compose, InterpolationMode, RandomHorizontalFlip
 
-from .images import Encoded, decode_jpegs
+from .images import Encoded
 
 TORCH_RESIZES = (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)  # antialiased as PIL's, in torch
-CROPPED = -1  # a DrawnCrop sample's interpolation when the worker decoded, cropped and flipped it already
+DEVICE_CROP_INTERPOLATIONS = ("random", *(mode.value for mode in TORCH_RESIZES))  # "random": one of them
 
 
 def resize_box(box, size, interpolation):
@@ -79,12 +81,31 @@ def with_fast_crop(transform):
                     for t in transform.transforms])
 
 
+@dataclass(frozen=True)
+class CropDraw:
+    """The crop and flip a worker drew for an image the device decodes: timm's box, its interpolation, the flip."""
+    top: int
+    left: int
+    height: int
+    width: int
+    interpolation: InterpolationMode
+    flipped: bool
+
+
+@dataclass
+class EncodedSample:
+    """A training image on its way to the device: its JPEG's bytes and the drawn `crop`; or, for an image the worker
+    decoded itself (not a whole colour or grey JPEG, see `images.peek`), its pixels already cropped and flipped, as
+    the workers' path gives them (`crop` None). `name` is the image's, for an error."""
+    payload: torch.Tensor
+    crop: CropDraw | None
+    name: str | None
+
+
 class DrawnCrop:
-    """In a loader worker, for `data.decode_on: device`: the draws of the crop (a FastResizedCrop) and of the flip (a
-    RandomHorizontalFlip, or None), in their order, from the generators they use, for an `Encoded` JPEG, which is
-    passed on as it is: (its bytes as a uint8 tensor, the draws (top, left, height, width, interpolation, flipped),
-    its name). An image that the worker decoded (`images.peek`) is cropped and flipped here, as the workers' path
-    does, and passed on as pixels, its interpolation CROPPED."""
+    """In a loader worker, when the device decodes: the draws of the crop (a FastResizedCrop) and of the flip (a
+    RandomHorizontalFlip, or None), in their order, from the generators they use, as an `EncodedSample`. An image
+    that the worker decoded (`images.peek`) is cropped and flipped here, as the workers' path does."""
 
     def __init__(self, crop, flip):
         self.crop, self.flip = crop, flip
@@ -94,28 +115,41 @@ class DrawnCrop:
         flipped = self.flip is not None and bool(torch.rand(1) < self.flip.p)
         if isinstance(image, Encoded):
             payload = torch.frombuffer(bytearray(image.data), dtype=torch.uint8)
-            return payload, torch.tensor([*box, TORCH_RESIZES.index(interpolation), flipped]), image.name
+            return EncodedSample(payload, CropDraw(*box, interpolation, flipped), image.name)
         pixels = self.crop.resize(image, box, interpolation)
-        pixels = F.pil_to_tensor(F.hflip(pixels) if flipped else pixels)
-        return pixels.flatten(), torch.tensor([0, 0, *pixels.shape[1:], CROPPED, False]), None
+        return EncodedSample(F.pil_to_tensor(F.hflip(pixels) if flipped else pixels), None, None)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.crop!r}, {self.flip!r})"
 
 
-def crops_on_device(payloads, draws, names, size, device):
-    """A batch of DrawnCrop's samples as the workers' path gives it, on `device`: the JPEGs decoded there
-    (`images.decode_jpegs`), each box resized by torch (as FastResizedCrop) and flipped where drawn. (n, 3, *size)
-    uint8."""
-    draws = draws.tolist()
-    encoded = [i for i, drawn in enumerate(draws) if drawn[4] != CROPPED]
-    decoded = dict(zip(encoded, decode_jpegs([payloads[i] for i in encoded], [names[i] for i in encoded], device)))
-    images = []
-    for i, (top, left, height, width, interpolation, flipped) in enumerate(draws):
-        if interpolation == CROPPED:
-            images.append(payloads[i].view(3, *size).to(device))
-            continue
-        box = decoded[i].permute(1, 2, 0)[top:top + height, left:left + width]
-        image = resize_box(box, size, TORCH_RESIZES[interpolation])
-        images.append(image.flip(-1) if flipped else image)
-    return torch.stack(images)
+def timm_training_transform(img_size, scale, hflip, color_jitter, auto_augment, interpolation):
+    """timm's training transform up to uint8 pixels, as with timm's prefetcher: crop, flip, RandAugment."""
+    return create_transform(img_size, is_training=True, scale=tuple(scale), hflip=hflip, color_jitter=color_jitter,
+                            auto_augment=auto_augment, interpolation=interpolation, use_prefetcher=True)
+
+
+def randaugment_of(transform):
+    """The RandAugment step of timm's composed training transform."""
+    randaugment, = [t for t in transform.transforms if isinstance(t, RandAugment)]
+    return randaugment
+
+
+def workers_transform(transform, device_from):
+    """The part of timm's training transform the loader workers apply when the device starts at `device_from` (see
+    `device`): all of it, without RandAugment, or only its draws (`DrawnCrop`); the crop resized by torch."""
+    transform = with_fast_crop(transform)
+    if device_from == "normalize":
+        return transform
+    transform = Compose([t for t in transform.transforms if not isinstance(t, RandAugment)])
+    if device_from == "randaugment":
+        return transform
+    crop, = [t for t in transform.transforms if isinstance(t, FastResizedCrop)]
+    flips = [t for t in transform.transforms if isinstance(t, RandomHorizontalFlip)]
+    return DrawnCrop(crop, flips[0] if flips else None)
+
+
+def evaluation_transform(img_size, crop_pct, interpolation):
+    """timm's evaluation transform up to uint8 pixels: resize to img_size / crop_pct, centre crop."""
+    return create_transform(img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct,
+                            use_prefetcher=True)

@@ -1,9 +1,12 @@
-"""Parameter and MAC counts, measured the same way everywhere (tests, benchmark, notebooks, the training log)."""
+"""Parameter and MAC counts, measured the same way everywhere (tests, benchmark, report, notebooks, the training log):
+`complexity` of a variant, or `count_params` / `count_macs` of a model at hand."""
 
 import copy
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from .factory import create_model, get_variant
 
 
 def count_params(model):
@@ -26,3 +29,11 @@ def count_macs(model, img_size=224, in_chans=3):
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def complexity(backbone, img_size=None, **overrides):
+    """(parameters, MACs of one image at `img_size`, default the variant's) of `backbone` (a registered name or a
+    declaration) built with `overrides`, on the meta device: nothing is allocated or computed."""
+    with torch.device("meta"):
+        model = create_model(backbone, **overrides)
+    return count_params(model), count_macs(model, img_size or get_variant(backbone).input_size)

@@ -1,4 +1,5 @@
-"""Build registered variants by name and load checkpoints into them."""
+"""Build variants by name (or declared in place) and load checkpoints into them. Registering a variant is an explicit
+call: `declare_variant`, `inception_next.register` (the model file's), `register_with_timm`."""
 
 import inspect
 import sys
@@ -9,7 +10,7 @@ import torch
 from timm.models import build_model_with_cfg, is_model, register_model
 
 from ..errors import UserError
-from .inception_next import VARIANTS, ModelConfigError, Variant, register
+from .inception_next import VARIANTS, MetaNeXt, ModelConfigError, Variant, register
 
 
 class CheckpointError(UserError, ValueError):
@@ -21,11 +22,30 @@ def list_models():
     return sorted(VARIANTS)
 
 
-def get_variant(name):
-    """The registered Variant record of `name`: network, arguments, input size and crop, the paper's figures."""
-    if name not in VARIANTS:
-        raise ModelConfigError(f"model {name!r} is not registered; expected one of: {', '.join(list_models())}")
-    return VARIANTS[name]
+def get_variant(backbone):
+    """The Variant record of `model.backbone`: a registered name (network, arguments, preprocessing, the paper's
+    figures), or a variant declared in place (see `declared_variant`), which this does not register."""
+    if isinstance(backbone, dict):
+        return declared_variant(backbone)
+    if backbone not in VARIANTS:
+        raise ModelConfigError(f"model {backbone!r} is not registered; expected one of: {', '.join(list_models())}")
+    return VARIANTS[backbone]
+
+
+def backbone_name(backbone):
+    """The name of `model.backbone`: a registered name, or a declared variant's `name`."""
+    if isinstance(backbone, dict):
+        declared_variant(backbone)
+        return backbone["name"]
+    return backbone
+
+
+def preprocessing(backbone=None):
+    """How `backbone`'s images are prepared, as the data module's settings (img_size, crop_pct, interpolation);
+    without one, what a variant has unless it says otherwise."""
+    if backbone is None:
+        return Variant(MetaNeXt, {}).preprocessing()
+    return get_variant(backbone).preprocessing()
 
 
 def with_overrides(variant, overrides):
@@ -42,31 +62,33 @@ def with_overrides(variant, overrides):
     return args
 
 
-def declare_variant(declaration):
-    """Register a variant declared as data, as an experiment YAML can: `name`, the registered variant it starts
-    from (`base`), and the base's arguments to change (`input_size` and `crop_pct` too). Declaring the same variant
-    again does nothing. Returns the name."""
+def declared_variant(declaration):
+    """The Variant a declaration describes, as an experiment YAML can write one: `name`, the registered variant it
+    starts from (`base`), and the base's arguments to change (`input_size`, `crop_pct` and `interpolation` too). Its
+    name must not be another registered variant's."""
     if not isinstance(declaration, dict) or not {"name", "base"} <= set(declaration):
         raise ModelConfigError(f"model.backbone {declaration}: expected a registered name, or a new variant as "
                                "{name: ..., base: <a registered variant>, <its arguments to change>}")
     changes = dict(declaration)
     name, base = changes.pop("name"), get_variant(changes.pop("base"))
-    fields = {field: changes.pop(field) for field in ("input_size", "crop_pct") if field in changes}
+    fields = {field: changes.pop(field) for field in ("input_size", "crop_pct", "interpolation") if field in changes}
     variant = Variant(base.network, with_overrides(base, changes), **{
-        "input_size": base.input_size, "crop_pct": base.crop_pct, **fields})
-    if name in VARIANTS:
-        if VARIANTS[name] != variant:
-            raise ModelConfigError(f"model.backbone name {name!r}: already registered as another variant; expected "
-                                   "a new name")
-        return name
+        "input_size": base.input_size, "crop_pct": base.crop_pct, "interpolation": base.interpolation, **fields})
+    if name in VARIANTS and VARIANTS[name] != variant:
+        raise ModelConfigError(f"model.backbone name {name!r}: already registered as another variant; expected "
+                               "a new name")
     _check_arguments(name, variant.network, variant.args)
-    register(name, variant)
+    return variant
+
+
+def declare_variant(declaration):
+    """Register the variant a declaration describes (see `declared_variant`), so that create_model, the CLI, timm
+    (`register_with_timm`) and the benchmark know it by name. Declaring the same variant again does nothing. Returns
+    the name."""
+    variant, name = declared_variant(declaration), declaration["name"]
+    if name not in VARIANTS:
+        register(name, variant)
     return name
-
-
-def backbone_name(backbone):
-    """The registered name of `model.backbone`: a name, or a variant declared in place (see declare_variant)."""
-    return declare_variant(backbone) if isinstance(backbone, dict) else backbone
 
 
 def _check_arguments(name, network, args):
@@ -89,18 +111,17 @@ def wrap_features(model, out_indices=(0, 1, 2, 3), feature_cls=None):
                                 **({"feature_cls": feature_cls} if feature_cls else {}))
 
 
-def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 2, 3), feature_cls=None,
+def create_model(backbone, pretrained=None, features_only=False, out_indices=(0, 1, 2, 3), feature_cls=None,
                  **overrides):
-    """Build the variant `name`; any constructor argument can be overridden (num_classes, drop_path_rate, norm,
-    global_pool, in_chans, ...).
+    """Build the variant `backbone` (a registered name, or a declaration, see `declared_variant`); any constructor
+    argument can be overridden (num_classes, drop_path_rate, norm, global_pool, in_chans, ...).
 
     A dict-valued override such as `mixer_args` updates the variant's dict rather than replacing it, so
     `mixer_args={"band_kernel_size": 7}` keeps the rest of the variant's token mixer (another `token_mixer` starts
-    from its own defaults instead). `pretrained` is the path of a
-    checkpoint to load (see `load_pretrained`). With `features_only`, the `out_indices` levels' features, as timm's
-    `features_only` models (see `wrap_features`).
+    from its own defaults instead). `pretrained` is the path of a checkpoint to load (see `load_pretrained`). With
+    `features_only`, the `out_indices` levels' features, as timm's `features_only` models (see `wrap_features`).
     """
-    variant = get_variant(name)
+    variant, name = get_variant(backbone), backbone_name(backbone)
     args = with_overrides(variant, overrides)
     _check_arguments(name, variant.network, args)
     model = variant.network(**args)
@@ -108,6 +129,12 @@ def create_model(name, pretrained=None, features_only=False, out_indices=(0, 1, 
     if pretrained:
         load_pretrained(model, pretrained)
     return wrap_features(model, out_indices, feature_cls) if features_only else model
+
+
+def classifier_name(backbone):
+    """The name of the classifier layer of `backbone`'s models (its weights are `<name>.weight`)."""
+    with torch.device("meta"):
+        return create_model(backbone).pretrained_cfg["classifier"]
 
 
 TIMM_PREFIX = "lit_"  # timm has inception_next_atto/tiny/small/base of its own

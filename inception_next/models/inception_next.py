@@ -641,20 +641,27 @@ class Paper:
 
 @dataclass(frozen=True)
 class Variant:
-    """A registered model: its network and arguments, the input it was trained and evaluated at, and, where the
-    paper reports it, what the paper reports."""
+    """A registered model: its network and arguments, how its images are prepared (the input it was trained and
+    evaluated at; evaluation resizes to input_size / crop_pct with `interpolation`, then centre-crops), and, where the
+    paper reports it, what the paper reports. The data module's defaults come from here."""
     network: type
     args: dict
     input_size: int = 224
     crop_pct: float = 0.875
     paper: Paper | None = None
+    interpolation: str = "bicubic"
+
+    def preprocessing(self):
+        """The data module's settings for this variant's images."""
+        return dict(img_size=self.input_size, crop_pct=self.crop_pct, interpolation=self.interpolation)
 
     def pretrained_cfg(self, name, model):
         """timm's pretrained_cfg: what `timm.data.resolve_model_data_config` and timm's tools read off a model."""
         reduction = model.feature_info[-1]["reduction"]
         return dict(architecture=name, url="", num_classes=model.num_classes,
                     input_size=(3, self.input_size, self.input_size),
-                    pool_size=(self.input_size // reduction,) * 2, crop_pct=self.crop_pct, interpolation="bicubic",
+                    pool_size=(self.input_size // reduction,) * 2, crop_pct=self.crop_pct,
+                    interpolation=self.interpolation,
                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv="stem.0" if isinstance(
                         model.stem, nn.Sequential) else "stem.proj", classifier=next(
                         name for name, module in model.named_modules() if module is model.get_classifier()))

@@ -3,13 +3,13 @@ models and timm's, side by side in one run, measured the paper's way: random inp
 fits), warm-up iterations, then timed ones; a training step is forward + cross-entropy + backward + AdamW step.
 
     python -m inception_next benchmark --models inception_next_tiny timm:convnext_tiny timm:resnet50
-    python -m inception_next benchmark --macs-only
+    python -m inception_next benchmark --macs_only
     python -m inception_next benchmark --config my_experiment.yaml      # your own mixer beside the variant it changes
-    python -m inception_next benchmark --models inception_next_atto --backbone-args "{token_mixer: my_mixers.Band}"
+    python -m inception_next benchmark --models inception_next_atto --backbone_args "{token_mixer: my_mixers.Band}"
 
 A name with `timm:` is timm's model; a bare name is ours if registered, else timm's. An experiment YAML (`--config`)
 is measured at its data.img_size as its fit builds it (model.backbone and model.backbone_args, through its `extends`
-chain), after the registered variant it starts from; `--backbone-args` adds, after each of our models, that model
+chain), after the registered variant it starts from; `--backbone_args` adds, after each of our models, that model
 with these arguments changed.
 """
 
@@ -23,9 +23,10 @@ import torch
 import yaml
 from timm.utils import reparameterize_model
 
+from ..deprecation import add_flag
 from ..errors import UserError
-from ..models.complexity import count_macs, count_params
-from ..models.factory import backbone_name, create_model, get_variant, list_models
+from ..models.complexity import complexity, count_macs, count_params
+from ..models.factory import create_model, get_variant, list_models
 from ..training.cli import resolved_config
 from .speed import build, is_ours, measure, native_size, paper_a100
 
@@ -41,19 +42,18 @@ def changed(name, backbone_args):
 
 def candidates(args):
     """(row name, build, image size, the paper's A100 figures) of each model to measure, in order: the experiments'
-    (each after the registered variant it starts from), then --models (each followed by its --backbone-args
+    (each after the registered variant it starts from), then --models (each followed by its --backbone_args
     version)."""
     rows = []
     for config in args.config:
         settings = resolved_config(config)
         declared, overrides = settings["model"]["backbone"], settings["model"]["backbone_args"] or {}
-        name = backbone_name(declared)
-        base = declared["base"] if isinstance(declared, dict) else name
+        base = declared["base"] if isinstance(declared, dict) else declared
         size = args.img_size or settings["data"]["img_size"]
         if base not in [row[0] for row in rows]:
             rows.append((base, lambda base=base: create_model(base), size, paper_a100(base, size)))
-        rows.append((Path(config).stem, lambda name=name, overrides=overrides: create_model(name, **overrides), size,
-                     (None, None)))
+        rows.append((Path(config).stem, lambda declared=declared, overrides=overrides: create_model(
+            declared, **overrides), size, (None, None)))
     for name in args.models:
         size = args.img_size or native_size(name)
         rows.append((name, lambda name=name: build(name), size, paper_a100(name, size)))
@@ -99,12 +99,10 @@ def macs_table():
     rows = []
     for name in list_models():
         variant = get_variant(name)
-        with torch.device("meta"):
-            model = create_model(name)
-        params, macs = count_params(model) / 1e6, count_macs(model, variant.input_size) / 1e9
+        params, macs = complexity(name)
         paper = variant.paper
-        rows.append(dict(model=name, img_size=variant.input_size, params_m=round(params, 2),
-                         paper_params_m=paper.params if paper else None, macs_g=round(macs, 2),
+        rows.append(dict(model=name, img_size=variant.input_size, params_m=round(params / 1e6, 2),
+                         paper_params_m=paper.params if paper else None, macs_g=round(macs / 1e9, 2),
                          paper_macs_g=paper.macs if paper else None))
     return rows
 
@@ -155,25 +153,25 @@ def parse(argv):
                         help="default: inception_next_tiny timm:convnext_tiny timm:resnet50, or none with --config")
     parser.add_argument("--config", nargs="+", type=Path, default=[],
                         help="experiment YAMLs: their models as fit builds them, after the variants they change")
-    parser.add_argument("--backbone-args", type=yaml.safe_load, default=None,
+    add_flag(parser, "--backbone_args", type=yaml.safe_load, default=None,
                         help="YAML or JSON mapping: after each of our --models, that model with these arguments")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=128, help="halved until it fits")
-    parser.add_argument("--img-size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
+    add_flag(parser, "--batch_size", type=int, default=128, help="halved until it fits")
+    add_flag(parser, "--img_size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
                         help="default: tf32 on a GPU (the paper's A100 setting), fp32 on the CPU (TF32 is CUDA's)")
-    parser.add_argument("--channels-last", action="store_true")
+    add_flag(parser, "--channels_last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--fold", action="store_true", help="also time inference with BatchNorm folded")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
-    parser.add_argument("--no-chart", action="store_true")
-    parser.add_argument("--macs-only", action="store_true", help="params/MACs of every variant against the paper")
+    add_flag(parser, "--no_chart", action="store_true")
+    add_flag(parser, "--macs_only", action="store_true", help="params/MACs of every variant against the paper")
     parser.add_argument("--suite", choices=("paper",), default=None,
                         help="the whole GPU suite in one command, one Markdown report (see inception_next/suite.py)")
     parser.add_argument("--small", action="store_true", help="with --suite: every part on the CPU, tiny and quick")
-    parser.add_argument("--photos-root", default=None,
+    add_flag(parser, "--photos_root", default=None,
                         help="with --suite: real JPEGs (a class-folder dataset) for the data supply, in place of "
                              "generated photograph-sized ones")
     return parser.parse_args(argv)
@@ -193,7 +191,7 @@ def main(argv=None):
     if args.models is None:
         args.models = [] if args.config else ["inception_next_tiny", "timm:convnext_tiny", "timm:resnet50"]
     if args.backbone_args is not None and not isinstance(args.backbone_args, dict):
-        raise SystemExit(f"error: --backbone-args {args.backbone_args!r}: expected a mapping, such as "
+        raise SystemExit(f"error: --backbone_args {args.backbone_args!r}: expected a mapping, such as "
                          "\"{token_mixer: my_mixers.Band, mixer_args: {dilation: 2}}\"")
     if args.macs_only:
         rows = macs_table()

@@ -5,18 +5,18 @@ uint8 pixels and leave normalization and random erasing to the device, per batch
 official runs), and resize the crop with torch; bare timm does it all in the worker, as timm's loader without its
 prefetcher. `speedup` is ours over bare: what that saves, less what reading the layout and our dataset code (mode
 handling, unreadable-sample skipping, per-sample augmentation seeds) cost. The "train, RA on device" rows are the
-workers' share with `data.augment_on: device`, which leaves RandAugment to the training device too; the "train,
-decoded on device" rows with `data.decode_on: device` as well, which leaves it decoding, cropping and flipping.
+workers' share with `data.device_from: randaugment`, which leaves RandAugment to the training device too; the "train,
+decoded on device" rows with `data.device_from: decode`, which leaves it decoding, cropping and flipping too.
 
     python -m inception_next benchmark-data                       # the demo dataset at 64 px
-    python -m inception_next benchmark-data --root ~/data/imagenet --img-size 224
-    python -m inception_next benchmark-data --layouts --img-size 224   # photo-sized JPEGs in every layout
+    python -m inception_next benchmark-data --root ~/data/imagenet --img_size 224
+    python -m inception_next benchmark-data --layouts --img_size 224   # photo-sized JPEGs in every layout
     python -m inception_next benchmark-data --root s3://bucket/imagenet   # LitData chunks from object storage
 
 At 224 px it also prints how many such workers one A100 needs to train each of the paper's models at the paper's
 speed (Table 4), with RandAugment in the workers, on the device, and with decoding on the device too.
 
-The measured worker gets what worker 1 of `--loader-workers` gets in training and evaluation: every that-many-th
+The measured worker gets what worker 1 of `--loader_workers` gets in training and evaluation: every that-many-th
 batch of the epoch's order, so a layout read in blocks (parquet row groups) pays for them as it would. Each pipeline
 runs in one DataLoader worker process (one thread); rounds alternate between pipelines so that a noisy machine slows
 all alike, and the median round is reported. From object storage, every round of ours starts with an empty chunk
@@ -44,8 +44,10 @@ from ..data import (
     ResumableSampler,
     demo,
 )
+from ..data.module import collate
 from ..data.object_store import is_url
 from ..data.prepare import prepare
+from ..deprecation import add_flag
 from .speed import paper_a100
 
 LAYOUTS = ("folders", "parquet", "webdataset", "litdata")
@@ -129,7 +131,7 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
         bare = BareImages([prefetch.read(index) for index, _ in share], bare_timm_transform(module, train))
         rows.append((module, ours, share, bare))
     timings = [[(_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root),
-                                         collate=module.training_collate if train else None),
+                                         collate=collate(module.hparams, train)),
                  _images_per_second(bare, list(range(len(share))), batch_size)) for module, ours, share, bare in rows]
                for _ in range(rounds)]
     results = []
@@ -148,8 +150,8 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
 def transform_name(module, train):
     if not train:
         return "eval"
-    return {("workers", "workers"): "train", ("device", "workers"): "train, RA on device",
-            ("device", "device"): "train, decoded on device"}[module.hparams.augment_on, module.hparams.decode_on]
+    return {"normalize": "train", "randaugment": "train, RA on device",
+            "decode": "train, decoded on device"}[module.hparams.device_from]
 
 
 def parse(argv):
@@ -158,12 +160,12 @@ def parse(argv):
     parser.add_argument("--root", default=None, help="a dataset in any layout; default: the generated demo dataset")
     parser.add_argument("--layouts", action="store_true",
                         help="write photo-sized JPEGs (about 110 KB, 500 x 375) in each layout and compare them")
-    parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="the paper's RandAugment")
+    add_flag(parser, "--img_size", type=int, default=64)
+    add_flag(parser, "--auto_augment", default="rand-m9-mstd0.5-inc1", help="the paper's RandAugment")
     parser.add_argument("--images", type=int, default=500, help="images per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--loader-workers", type=int, default=8, help="the training loader's workers, which share "
+    add_flag(parser, "--batch_size", type=int, default=32)
+    add_flag(parser, "--loader_workers", type=int, default=8, help="the training loader's workers, which share "
                         "an epoch's batches (the measured one takes every that-many-th)")
     return parser.parse_args(argv)
 
@@ -199,9 +201,8 @@ def main(argv=None):
         print(f"{', '.join(str(m.root) for m in modules)}: {args.img_size} px, about {args.images} images x "
               f"{args.rounds} rounds, one worker process each (worker 1 of {args.loader_workers}), "
               f"torch {torch.__version__}")
-        device_twins = [ImageNetDataModule(root=str(m.root) if not m.demo else None, augment_on="device",
-                                           decode_on=decode_on, **settings)
-                        for decode_on in ("workers", "device") for m in modules]
+        device_twins = [ImageNetDataModule(root=str(m.root) if not m.demo else None, device_from=start, **settings)
+                        for start in ("randaugment", "decode") for m in modules]
         rows = [row for split, others in (("train", modules[1:] + device_twins), ("val", modules[1:]))
                 for row in measure(modules[0], split, args.images, args.rounds, args.batch_size,
                                    args.loader_workers, others=others)]

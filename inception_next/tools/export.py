@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from timm.utils import reparameterize_model
 
+from ..deprecation import add_flag
 from ..errors import UserError
 from ..models.factory import CheckpointError, create_model, get_variant
 from ..training.checkpoints import check_checkpoint, trained_data_settings
@@ -68,7 +69,7 @@ def parse(argv):
     parser.add_argument("--weights", help="with --model: a released or state-dict weight file")
     parser.add_argument("--ema", action="store_true", help="with --ckpt_path: export the EMA copy of the weights")
     parser.add_argument("--fold", action="store_true", help="fold every BatchNorm into its neighbouring conv first")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the size the weights were trained at")
+    add_flag(parser, "--img_size", type=int, default=None, help="default: the size the weights were trained at")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--output", type=Path, default=Path("model.onnx"))
     return parser.parse_args(argv)

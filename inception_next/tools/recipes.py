@@ -9,9 +9,9 @@ configs to it. `python -m inception_next.tools.recipes` prints docs/recipes.md.
 import math
 from pathlib import Path
 
-from ..data.module import default_crop_pct
+from ..training.cli import resolved_config
 from ..training.config import EXPERIMENTS as EXPERIMENT_FOLDER
-from ..training.module import peak_lr
+from ..training.optimization import peak_lr
 
 REPOSITORY = "sail-sg/inceptionnext"
 COMMIT = "3f9769c"
@@ -99,7 +99,7 @@ ROWS = [
     ("checkpoint.monitor", "best checkpoint by"), ("seed_everything", "seed"), ("trainer.precision", "precision"),
 ]
 DERIVED = {"peak lr": "model.lr_per_1024 x global batch / 1024",
-           "crop_pct": "data.crop_pct, or by default 0.875 (1.0 from 384 px)"}
+           "crop_pct": "data.crop_pct, by default the model variant's (0.875; 1.0 for the 384 px one)"}
 SCHEDULE_ONLY = {"model.warmup_epochs", "model.warmup_lr", "model.min_lr", "model.cooldown_epochs",
                  "model.step_on_epochs"}
 
@@ -155,13 +155,6 @@ def official(recipe):
     return settings
 
 
-def resolved_config(experiment):
-    """An experiment of the package (a path under experiments/) as fit resolves it."""
-    from ..training.cli import resolved_config
-
-    return resolved_config(EXPERIMENT_FOLDER / experiment)
-
-
 def ours(config):
     """Our setting -> value, from a resolved config, with the derived ones (peak lr, effective crop_pct)."""
     def lookup(key):
@@ -173,7 +166,7 @@ def ours(config):
     model, data = config["model"], config["data"]
     values = {key: lookup(key) for key, _ in ROWS if key not in ("peak lr", "crop_pct")}
     values["peak lr"] = peak_lr(model["lr_per_1024"], config["global_batch_size"])
-    values["crop_pct"] = data["crop_pct"] if data["crop_pct"] is not None else default_crop_pct(data["img_size"])
+    values["crop_pct"] = data["crop_pct"]
     values["trainer.precision"] = str(values["trainer.precision"])
     if model["sched"] is None:
         for key in SCHEDULE_ONLY:
@@ -187,12 +180,6 @@ def same(a, b):
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return a == b
-
-
-def differences(recipe, config):
-    """[(setting, ours, official)] where ours differs from the official value, deliberate deviations included."""
-    mine, theirs = ours(config), official(recipe)
-    return [(key, mine[key], theirs[key][0]) for key, _ in ROWS if not same(mine[key], theirs[key][0])]
 
 
 def _show(value):
@@ -233,7 +220,7 @@ def markdown():
         "model; the other variants differ only in the model.",
     ]
     for recipe, experiment in EXPERIMENTS.items():
-        config = resolved_config(experiment)
+        config = resolved_config(EXPERIMENT_FOLDER / experiment)
         mine, theirs = ours(config), official(recipe)
         lines += ["", f"## {recipe}: `experiments/{experiment}`", "", "| setting | ours | official | source |",
                   "|---|---|---|---|"]

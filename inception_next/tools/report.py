@@ -13,39 +13,34 @@ import argparse
 import csv
 import json
 import math
-import re
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..models.complexity import count_macs, count_params
-from ..models.factory import backbone_name, create_model, get_variant, list_models
-from ..training.checkpoints import checkpoints_of
-from ..training.runs import FINISHED, finished_runs, scalars
+from ..models.complexity import complexity
+from ..models.factory import backbone_name, get_variant, list_models
+from ..training import runs
 from .compared_figures import TABLE8_TOP1
 
 
 def run_summary(run):
     """What one run contributes: top-1 curves' best and final values, speed, params and MACs."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = runs.run_config(run)
     row = dict(seed=config.get("seed_everything"))
     for tag in ("val/top1", "val_ema/top1"):
-        _, values = scalars(run, tag)
+        _, values = runs.scalars(run, tag)
         if values:
             row[f"{tag}/best"], row[f"{tag}/final"] = max(values), values[-1]
-    _, speed = scalars(run, "train/device/samples_per_sec")
+    _, speed = runs.scalars(run, "train/device/samples_per_sec")
     row["train_img_s"] = sum(speed) / len(speed) if speed else None
     model = config["model"]
-    checkpoints = checkpoints_of(run, "last")
+    checkpoints = runs.checkpoints_of(run, "last")
     classes = torch.load(checkpoints[0], map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"][
         "num_classes"] if checkpoints else 1000
-    name = backbone_name(model["backbone"])
-    with torch.device("meta"):
-        network = create_model(name, num_classes=classes, **(model.get("backbone_args") or {}))
-    row["params_m"] = count_params(network) / 1e6
-    row["macs_g"] = count_macs(network, config["data"]["img_size"]) / 1e9
-    row["img_size"], row["backbone"] = config["data"]["img_size"], name
+    params, macs = complexity(model["backbone"], config["data"]["img_size"], num_classes=classes,
+                              **(model.get("backbone_args") or {}))
+    row["params_m"], row["macs_g"] = params / 1e6, macs / 1e9
+    row["img_size"], row["backbone"] = config["data"]["img_size"], backbone_name(model["backbone"])
     return row
 
 
@@ -70,8 +65,8 @@ def paper_top1(experiment, backbone, table):
 def build(logs, table=None):
     """One dict per experiment (sorted by name), the statistics over its runs."""
     groups = {}
-    for name, run in finished_runs(logs).items():  # a sweep's seeds, <experiment>/seed<N>, are one experiment
-        groups.setdefault(re.sub(r"/seed\d+$", "", name), []).append(run_summary(run))
+    for name, run in runs.finished_runs(logs).items():  # a sweep's seeds, <experiment>/seed<N>, are one experiment
+        groups.setdefault(runs.experiment_of(name), []).append(run_summary(run))
     rows = []
     for experiment, summaries in sorted(groups.items()):
         row = dict(experiment=experiment, seeds=len(summaries), img_size=summaries[0]["img_size"],
@@ -158,7 +153,7 @@ def main(argv=None):
         raise SystemExit(f"error: {args.logs}: no such folder; expected the logs folder of finished runs")
     rows = build(args.logs, args.paper)
     if not rows:
-        raise SystemExit(f"error: {args.logs}: no finished run (a fit that returned leaves {FINISHED})")
+        raise SystemExit(f"error: {args.logs}: no finished run (a fit that returned leaves {runs.FINISHED})")
     baseline = args.baseline or ("tiny" if args.paper == "table8" else rows[0]["experiment"])
     add_differences(rows, baseline)
     rows.sort(key=lambda row: row["experiment"] != baseline)  # the baseline first, the others by name

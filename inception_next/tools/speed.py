@@ -27,13 +27,14 @@ def native_size(name):
 
 def paper_a100(name, img_size):
     """The paper's A100 (TF32, batch 128) train and inference images/s, only for a run at the size they were
-    measured at; (None, None) otherwise."""
-    if is_ours(name):
-        variant = get_variant(name)
-        paper = variant.paper.a100 if variant.paper and img_size == variant.input_size else None
-    else:
-        paper = TIMM_A100.get((name.removeprefix("timm:"), img_size))
-    return paper or (None, None)
+    measured at; (None, None) otherwise. timm's InceptionNeXt has our variant's figures (the one of that size)."""
+    timm_name = name.removeprefix("timm:")
+    names = [name] if is_ours(name) else [f"{timm_name}_{img_size}", timm_name] if timm_name.startswith(
+        "inception_next") else []
+    for variant in map(get_variant, filter(is_ours, names)):
+        if variant.input_size == img_size and variant.paper and variant.paper.a100:
+            return variant.paper.a100
+    return TIMM_A100.get((timm_name, img_size), (None, None)) if not names else (None, None)
 
 
 def _sync(device):

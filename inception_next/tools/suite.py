@@ -12,8 +12,8 @@ Markdown report (machine, versions, date), within about 9 minutes on one H100.
    the loss falling over a few hundred steps.
 5. Peak GPU memory per model and batch (in the speed tables).
 6. The data supply: decode + augment images/s of one loader worker on photograph-sized JPEGs (generated, 500 x 375,
-   about 110 KB, or --photos-root), with RandAugment in the workers, on the device (`data.augment_on`), and with
-   decoding on the device too (`data.decode_on`); what each device path costs the GPU (RandAugment, normalization and
+   about 110 KB, or --photos_root), with RandAugment in the workers, on the device (`data.device_from`), and with
+   decoding on the device too; what each device path costs the GPU (RandAugment, normalization and
    erasing of a training batch; before them, nvJPEG decoding and the crops); and how many workers each model needs
    to keep the GPU busy each way.
 
@@ -39,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import ImageNetDataModule, demo
+from ..data.module import collate
 from ..training.module import ImageClassifier
 from . import data_benchmark
 from .speed import build, measure, paper_a100
@@ -250,8 +251,7 @@ def data_supply(p, device, photos_root):
 
 def measure_supply(p, device, root):
     settings = dict(root=str(root), img_size=p.data_img_size)
-    ra_on_device, decoding = (ImageNetDataModule(augment_on="device", decode_on=place, **settings)
-                              for place in ("workers", "device"))
+    ra_on_device, decoding = (ImageNetDataModule(device_from=start, **settings) for start in ("randaugment", "decode"))
     row, ra_row, decoding_row = data_benchmark.measure(ImageNetDataModule(**settings), "train",
                                                        images=min(p.photos, 200) - 1, rounds=1, workers=1,
                                                        others=(ra_on_device, decoding))
@@ -263,23 +263,22 @@ def measure_supply(p, device, root):
         (p.data_img_size, p.data_img_size)))).permute(2, 0, 1) for i in range(p.batch)]).to(device)
     row["device_img_s"] = device_share(p, device, ra_on_device, lambda: crops.clone())
     training_set = decoding.training_set()
-    encoded = decoding.training_collate([training_set[i % len(training_set), i] for i in range(p.batch)])
+    encoded = collate(decoding.hparams, train=True)([training_set[i % len(training_set), i] for i in range(p.batch)])
     row["decoding_device_img_s"] = device_share(p, device, decoding,
-                                                lambda: decoding.decoded_batch(encoded, device)[0])
+                                                lambda: decoding.device_work.decode(encoded, device)[0])
     return row
 
 
 def device_share(p, device, data, images):
     """Images/s of the device's share of a training batch (`images()`, then RandAugment, normalize, random erasing;
     timm's recipe), synchronised."""
-    randaugment = data.device_randaugment()
     timings = []
     for step in range(p.warmup + p.iters):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         seeds = range(step * p.batch, (step + 1) * p.batch)  # other draws each step, as training's batches
-        data.erase(data.normalize(randaugment(images(), seeds)), seeds)
+        data.device_work(images(), seeds)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= p.warmup:
@@ -323,19 +322,24 @@ def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
     lines += [f"| {label} | {v['loss_rel']:.2g} | {v['grad_cos']:.6f} | {v['grad_rel']:.2g} |"
               for label, v in numeric.items()]
     lines += ["", f"Fitting 4 fixed batches for {loss['steps']} steps: loss {loss['first']:.3f} (first tenth) -> "
-              f"{loss['last']:.3f} (last tenth).", "",
-              "## The data supply", "",
-              f"One loader worker, our dataset with the paper's training transform at {p.data_img_size} px, on "
-              f"photograph-sized JPEGs ({supply['mean_file_kb']:.0f} KB on average): {supply['ours_img_s']:.1f} "
-              f"img/s (bare timm + PIL: {supply['bare_timm_img_s']:.1f}); with RandAugment on the device "
-              f"(`data.augment_on: device`) {supply['device_path_worker_img_s']:.1f} img/s, and the device's share "
-              f"(RandAugment, normalize, erase) runs at {supply['device_img_s']:.0f} img/s on the "
-              f"{'GPU' if p.device == 'cuda' else 'CPU'}; decoding there too (`data.decode_on: device`) "
-              f"{supply['decoding_path_worker_img_s']:.1f} img/s, and the device's share (decode, crop, flip, then "
-              f"the same) runs at {supply['decoding_device_img_s']:.0f} img/s.", "",
-              "| model | best train img/s | workers needed | workers needed, RA on device | GPU time the device "
-              "path adds | workers needed, decoding on device | GPU time decoding there adds | this machine's cores |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"{loss['last']:.3f} (last tenth)."]
+    return "\n".join(lines + supply_section(p, rows, supply)) + "\n"
+
+
+def supply_section(p, rows, supply):
+    """The report's data supply: a loader worker's images/s each way, and the workers each model needs."""
+    lines = ["", "## The data supply", "",
+             f"One loader worker, our dataset with the paper's training transform at {p.data_img_size} px, on "
+             f"photograph-sized JPEGs ({supply['mean_file_kb']:.0f} KB on average): {supply['ours_img_s']:.1f} "
+             f"img/s (bare timm + PIL: {supply['bare_timm_img_s']:.1f}); with RandAugment on the device "
+             f"(`data.device_from: randaugment`) {supply['device_path_worker_img_s']:.1f} img/s, and the device's "
+             f"share (RandAugment, normalize, erase) runs at {supply['device_img_s']:.0f} img/s on the "
+             f"{'GPU' if p.device == 'cuda' else 'CPU'}; decoding there too (`data.device_from: decode`) "
+             f"{supply['decoding_path_worker_img_s']:.1f} img/s, and the device's share (decode, crop, flip, then "
+             f"the same) runs at {supply['decoding_device_img_s']:.0f} img/s.", "",
+             "| model | best train img/s | workers needed | workers needed, RA on device | GPU time the device "
+             "path adds | workers needed, decoding on device | GPU time decoding there adds | this machine's cores |",
+             "|---|---|---|---|---|---|---|---|"]
     best = {}
     for r in rows:
         best[r["model"]] = max(best.get(r["model"], 0), r["train"])
@@ -347,7 +351,7 @@ def markdown(env, p, rows, note, pair_ratios, path_rows, numeric, loss, supply):
                      f"{100 * train / supply['device_img_s']:.0f}% | {needed_decoding} | "
                      f"{100 * train / supply['decoding_device_img_s']:.0f}% | {os.cpu_count()} "
                      f"({'enough' if needed <= os.cpu_count() else 'not enough'}) |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def run(small=False, out=Path("docs/benchmarks"), photos_root=None):

@@ -5,13 +5,14 @@ ordinary `fit`.
         --data.root /datasets/imagenet
     python -m inception_next sweep experiments/ablations/table8/*.yaml --seeds 0 1 2 --slurm --gpus 8 --nodes 1
 
-A run is named `<experiment>/seed<N>` (its folder: logs/<experiment>/seed<N>/version_0) and started with
-`--ckpt_path last`, so a rerun resumes an interrupted run where its last checkpoint left it and skips a finished one
-(a run is finished once its fit has returned: it leaves `finished.json` in its folder). Locally the runs go one after
-another, each in its own process. With --slurm each run is a SLURM job submitted through submitit (an optional
-extra: pip install "inception-next[slurm]"): one task per GPU with --gpus N, so that Lightning's DDP spans the job's
-GPUs and nodes; one CPU task without (CPU-only partitions). A job at its time limit saves its run and requeues itself
-(submitit signals it ahead of the limit), up to 3 times. Flags the sweep does not know are passed on to every fit.
+A run is named `<experiment>/seed<N>` (its folder: logs/<experiment>/seed<N>/version_0, see `training.runs`) and
+started with `--ckpt_path last`, so a rerun resumes an interrupted run where its last checkpoint left it and skips a
+finished one (a run is finished once its fit has returned: it leaves `finished.json` in its folder). Locally the runs
+go one after another, each in its own process. With --slurm each run is a SLURM job submitted through submitit (an
+optional extra: pip install "inception-next[slurm]"): one task per GPU with --gpus N, so that Lightning's DDP spans
+the job's GPUs and nodes; one CPU task without (CPU-only partitions). A job at its time limit saves its run and
+requeues itself (submitit signals it ahead of the limit), up to 3 times. Flags the sweep does not know are passed on
+to every fit.
 `report` then compares the runs.
 """
 
@@ -23,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..training.runs import finished_runs
+from ..deprecation import add_flag
+from ..training import runs
 
 FIT_SAVE_TIMEOUT_S = 60  # how long a signalled job waits for its fit to save and exit before it requeues
 
 
-def runs(configs, seeds):
+def sweep_runs(configs, seeds):
     """(experiment name, config, seed) of every run of the sweep."""
-    return [(f"{Path(config).stem}/seed{seed}", config, seed) for config in configs for seed in seeds]
+    return [(runs.seed_experiment(Path(config).stem, seed), config, seed) for config in configs for seed in seeds]
 
 
 def fit_command(name, config, seed, extra):
@@ -39,7 +41,7 @@ def fit_command(name, config, seed, extra):
 
 
 def is_finished(root, name):
-    return name in finished_runs(Path(root).expanduser())
+    return name in runs.finished_runs(Path(root).expanduser())
 
 
 def root_of(extra):
@@ -49,7 +51,7 @@ def root_of(extra):
             return extra[i + 1]
         if flag.startswith("--trainer.default_root_dir="):
             return flag.split("=", 1)[1]
-    return "logs"
+    return runs.DEFAULT_ROOT
 
 
 class ResumableFit:
@@ -110,9 +112,9 @@ def parse(argv):
     parser.add_argument("--gpus", type=int, default=0, help="with --slurm: GPUs per node, one task each; 0 (the "
                         "default): no GPU asked for, one CPU task")
     parser.add_argument("--nodes", type=int, default=1, help="with --slurm: nodes per run")
-    parser.add_argument("--cpus-per-task", type=int, default=10, help="with --slurm: loader workers need them")
-    parser.add_argument("--timeout-min", type=int, default=48 * 60, help="with --slurm: each job's time limit; a job "
-                        "that reaches it saves, requeues itself and continues")
+    add_flag(parser, "--cpus_per_task", type=int, default=10, help="with --slurm: loader workers need them")
+    add_flag(parser, "--timeout_min", type=int, default=48 * 60, help="with --slurm: each job's time limit; a job "
+             "that reaches it saves, requeues itself and continues")
     parser.add_argument("--partition", default=None, help="with --slurm")
     args, extra = parser.parse_known_args(argv)
     missing = [str(c) for c in args.configs if not c.is_file()]
@@ -120,7 +122,7 @@ def parse(argv):
         parser.exit(2, f"error: {', '.join(missing)}: no such file; expected experiment YAMLs\n")
     for flag, least in (("gpus", 0), ("nodes", 1), ("cpus_per_task", 1), ("timeout_min", 1)):
         if getattr(args, flag) < least:
-            parser.exit(2, f"error: --{flag.replace('_', '-')} {getattr(args, flag)}: expected an integer of at least "
+            parser.exit(2, f"error: --{flag} {getattr(args, flag)}: expected an integer of at least "
                            f"{least}\n")
     return args, extra
 
@@ -128,9 +130,9 @@ def parse(argv):
 def main(argv=None):
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     root = root_of(extra)
-    todo = [run for run in runs(args.configs, args.seeds) if not is_finished(root, run[0])]
+    todo = [run for run in sweep_runs(args.configs, args.seeds) if not is_finished(root, run[0])]
     print(f"sweep: {len(args.configs)} experiment(s) x {len(args.seeds)} seed(s); "
-          f"{len(runs(args.configs, args.seeds)) - len(todo)} finished, {len(todo)} to run")
+          f"{len(sweep_runs(args.configs, args.seeds)) - len(todo)} finished, {len(todo)} to run")
     if args.slurm:
         executor = slurm_executor(args, Path(root).expanduser() / "slurm")
         devices = ["--trainer.devices", str(args.gpus)] if args.gpus else ["--trainer.accelerator", "cpu",
@@ -145,7 +147,7 @@ def main(argv=None):
             except Exception as error:  # submitit passes on sbatch's refusal as one of several kinds of error
                 reason = " ".join(str(error).split())
                 sys.exit(f"error: --slurm: sbatch refused {name} ({reason[-300:]}); expected a partition and "
-                         "resources this cluster has (--partition, --gpus, --nodes, --cpus-per-task)")
+                         "resources this cluster has (--partition, --gpus, --nodes, --cpus_per_task)")
             jobs.append((name, job, command))
             print(f"{name}: SLURM job {job.job_id}")
         return jobs

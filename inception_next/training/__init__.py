@@ -1,3 +1,4 @@
-"""Training with Lightning: `module` (the LightningModule), `callbacks`, `checkpoints` (atomic saves, which one to
-resume), `preemption` (cluster signals), `runs` (what a fit leaves in its run folder) and `cli` (LightningCLI and the
-experiment YAMLs). Nothing is imported here, so that the data module can ask `preemption` without the rest."""
+"""Training with Lightning: `module` (the LightningModule) and its `optimization`, `callbacks` and `loggers`,
+`checkpoints` (atomic saves, checked loads), `runs` (the run folder: its layout and every file name in it),
+`preemption` (cluster signals), `config` (the experiment YAMLs' `extends` chains) and `cli` (LightningCLI: parsing
+and wiring). Nothing is imported here: a command imports what it runs."""

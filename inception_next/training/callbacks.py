@@ -5,8 +5,6 @@ Every series a callback logs goes through the module's `log` (or at the step Lig
 run resumed from step N continues each series at N, as the loggers' other series do."""
 
 import csv
-import inspect
-import json
 import random
 import time
 from collections import defaultdict, deque
@@ -16,59 +14,28 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.utils import distribute_bn
 from torchvision.utils import make_grid
 
-from ..errors import UserError
-from .checkpoints import checkpoint_folder, is_run_folder, new_run_folder
+from ..deprecation import moved_names, warn_renamed
+from . import runs
+from .loggers import logger_identity, show_image, start_loggers
 from .module import DivergenceError
 
-LOGGER_IDENTITIES = "loggers.json"  # in a run's folder: which run of each logger's own store it is, to resume it
-
-
-class LoggerError(UserError, RuntimeError):
-    """A logger that cannot start (its package, its store, its server); the message names it."""
-
-
-def logger_identity(logger):
-    """The constructor arguments that make a new logger continue `logger`'s run, where its class takes them."""
-    name = type(logger).__name__
-    if name == "MLFlowLogger":
-        return {"run_id": logger.run_id}
-    if name == "WandbLogger":
-        return {"id": logger.version, "resume": "allow"}
-    if "version" in inspect.signature(type(logger)).parameters:  # TensorBoard, CSV
-        return {"version": logger.version}
-    return {}
-
-
-def where_to_look(logger):
-    """One line saying where a logger's view of the run is."""
-    name = type(logger).__name__
-    if isinstance(logger, TensorBoardLogger):
-        return f"tensorboard --logdir {Path(logger.log_dir).parent.parent}"
-    if name == "CSVLogger":
-        return f"metrics: {Path(logger.log_dir) / 'metrics.csv'}"
-    if name == "MLFlowLogger":
-        return f"MLflow run {logger.run_id} at {logger.experiment.tracking_uri}"
-    if name == "WandbLogger":
-        run = logger.experiment
-        return (f"Weights & Biases offline run: wandb sync {Path(run.dir).parent}" if run.offline
-                else f"Weights & Biases run: {run.url}")
-    return f"{name}: {logger.name} version {logger.version}"
+__getattr__ = moved_names(__name__, {"LOGGER_IDENTITIES": "inception_next.training.runs", **{
+    name: "inception_next.training.loggers" for name in ("LoggerError", "logger_identity", "where_to_look",
+                                                         "show_image")}})
 
 
 class RunFolder(Callback):
-    """A fit's own folder, `<default_root_dir>/<experiment>/version_N`, whatever the logger: its checkpoints (last and
-    best), its resolved config and its FINISHED marker go there, so that `--ckpt_path last|best` finds them and no
+    """A fit's own folder (see `runs`), whatever the logger: its checkpoints (last and best), its resolved config and
+    its finished marker go there, so that `--ckpt_path last|best` finds them and no
     two runs share a file. TensorBoard's and CSV's loggers write there too; a logger with a store of its own (MLflow,
     Weights & Biases) gets metrics, settings and images, never a checkpoint inside its store's layout.
 
     `resumed`: the run a fit continues (its folder is kept). Each logger's identity in its own store is recorded in
-    the folder (LOGGER_IDENTITIES), so that the CLI resumes the same MLflow or W&B run too."""
+    the folder (`runs.record_logger_identities`), so that the CLI resumes the same MLflow or W&B run too."""
 
     def __init__(self, experiment_dir, resumed=None):
         self.experiment_dir = Path(experiment_dir)
@@ -81,34 +48,25 @@ class RunFolder(Callback):
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         path = None
         if trainer.is_global_zero:
-            self._start_loggers(trainer)
+            start_loggers(trainer.loggers)
             if self.resumed is not None:
                 path = Path(self.resumed)
-            elif log_dir and is_run_folder(log_dir, self.experiment_dir):
+            elif log_dir and runs.is_run_folder(log_dir, self.experiment_dir):
                 path = Path(log_dir)
             else:
-                path = new_run_folder(self.experiment_dir)
+                path = runs.new_run_folder(self.experiment_dir)
             path.mkdir(parents=True, exist_ok=True)
-            identities = {type(logger).__name__: logger_identity(logger) for logger in trainer.loggers}
-            (path / LOGGER_IDENTITIES).write_text(json.dumps(identities, indent=1))
+            runs.record_logger_identities(path, {type(logger).__name__: logger_identity(logger)
+                                                 for logger in trainer.loggers})
         self.path = Path(trainer.strategy.broadcast(str(path) if path else None))
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None) is None:
-                callback.dirpath = str(checkpoint_folder(self.path))
+                callback.dirpath = str(runs.checkpoint_folder(self.path))
 
-    @staticmethod
-    def _start_loggers(trainer):
-        for logger in trainer.loggers:
-            try:
-                logger.experiment
-            except Exception as error:  # each package fails its own way: a missing store, a refused server...
-                detail = " ".join(str(error).split())
-                raise LoggerError(f"--trainer.logger {type(logger).__name__}: could not start "
-                                  f"({detail[:300]})") from None
 
 
 class LastCheckpoint(Checkpoint):
-    """Write `<run>/checkpoints/last.ckpt` at the end of every epoch (after its validation) and, with
+    """Write the run's last.ckpt (see `runs`) at the end of every epoch (after its validation) and, with
     `every_n_train_steps`, every that many optimizer steps (but an epoch's last), so that `--ckpt_path last` loses at
     most that much work; `save_now` for whoever must save at once (preemption). (Lightning's save_last only rewrites
     it when a new best is saved.) Saves go through checkpoints.AtomicCheckpointIO, so a kill or a full disk mid-save
@@ -122,8 +80,8 @@ class LastCheckpoint(Checkpoint):
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":  # the same on every rank
-            folder = self.dirpath or checkpoint_folder(trainer.log_dir or trainer.default_root_dir)
-            self.path = Path(trainer.strategy.broadcast(str(Path(folder) / "last.ckpt")))
+            folder = self.dirpath or runs.checkpoint_folder(trainer.log_dir or trainer.default_root_dir)
+            self.path = Path(trainer.strategy.broadcast(str(Path(folder) / runs.LAST)))
 
     def save_now(self, trainer):
         if not (trainer.fast_dev_run or trainer.sanity_checking):
@@ -178,19 +136,6 @@ class RandomStateInCheckpoints(Callback):
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.device_count() == len(state["cuda"]):
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def show_image(logger, tag, image, step):
-    """Log a CHW image in [0, 1] to a logger that can take one; False for a logger that cannot (CSV, ...)."""
-    if isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_image(tag, image, step)
-    elif hasattr(logger, "log_image"):  # Weights & Biases
-        logger.log_image(key=tag, images=[image], step=step)
-    elif type(logger).__name__ == "MLFlowLogger":
-        logger.experiment.log_image(logger.run_id, image.permute(1, 2, 0).numpy(), f"{tag.replace('/', '_')}.png")
-    else:
-        return False
-    return True
 
 
 class FirstBatchImages(Callback):
@@ -361,11 +306,9 @@ class TopKCSVWriter(BasePredictionWriter):
 
 
 class AverageBatchNormAcrossRanks(Callback):
-    """Without SyncBatchNorm, each DDP rank's BatchNorm statistics follow its own batches (DDP then hands every rank
-    rank 0's at the next forward): before each validation, average them instead, with timm's `distribute_bn`, as
-    timm's train.py (the official runs' `--dist-bn reduce`) does before evaluating; every rank validates, and rank 0
-    saves, the same statistics (the EMA copy's included)."""
+    """Kept so that configs naming it still load: averaging BatchNorm statistics across ranks before each validation
+    is part of training under DDP now, which ImageClassifier does whatever the callbacks."""
 
-    def on_validation_epoch_start(self, trainer, pl_module):
-        if trainer.world_size > 1 and torch.distributed.is_initialized():
-            distribute_bn(pl_module, trainer.world_size, reduce=True)
+    def __init__(self):
+        warn_renamed("the callback AverageBatchNormAcrossRanks", "nothing: ImageClassifier averages BatchNorm "
+                     "statistics across ranks itself")

@@ -1,18 +1,12 @@
-"""`python -m inception_next {fit,validate,test,predict}`: LightningCLI over ImageClassifier and
-ImageNetDataModule, with the experiment YAMLs that ship in inception_next/experiments/ (their `extends` chains are
-config.py's); and the other commands of OTHER_COMMANDS (`python -m inception_next {benchmark,prepare,...}`).
-Without a config, the subcommand runs `experiments/demo.yaml`. The CLI wires: it parses, picks the checkpoint
-(checkpoints.py), evaluates as the weights were trained, names the run's folder and adds the callbacks every run needs.
+"""`python -m inception_next {fit,validate,test,predict}`: LightningCLI over ImageClassifier and ImageNetDataModule,
+with the experiment YAMLs that ship in inception_next/experiments/ (their `extends` chains are config.py's). Without
+a config, a subcommand runs `experiments/demo.yaml`. The CLI parses and wires; it asks `runs` where a command starts
+and where a fit's folder is, `checkpoints` how weights were trained, and the model's variant for its preprocessing.
 """
 
-import contextlib
-import importlib
-import io
-import json
 import logging
 import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,49 +21,27 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from timm.data import ImageNetInfo
 
 from ..data import ImageNetDataModule
-from ..errors import UserError
-from ..models.factory import backbone_name, create_model, get_variant, read_state_dict
-from . import preemption
-from .callbacks import (
-    LOGGER_IDENTITIES,
-    HParamsWithMetrics,
-    LastCheckpoint,
-    LoggerError,
-    RandomStateInCheckpoints,
-    RunFolder,
-    TopKCSVWriter,
-    where_to_look,
-)
-from .checkpoints import (
-    AtomicCheckpointIO,
-    checkpoint_folder,
-    choose_checkpoint,
-    remove_partial_saves,
-    trained_data_settings,
-)
-from .config import DEMO_CONFIG, ActionExperimentConfig, ConfigError
+from ..errors import UserError, own_message
+from ..models.factory import preprocessing
+from . import preemption, runs
+from .callbacks import HParamsWithMetrics, LastCheckpoint, RandomStateInCheckpoints, RunFolder, TopKCSVWriter
+from .checkpoints import AtomicCheckpointIO, evaluation_data_settings
+from .config import DEMO_CONFIG, ActionExperimentConfig
+from .loggers import LoggerError, configured_loggers, continue_logger_runs, logger_error, where_to_look
 from .module import ImageClassifier
+from .optimization import accumulation
 from .preemption import Preempted, Preemption, catch_job_signals
-from .runs import mark_finished
 
-OTHER_COMMANDS = {  # name: (module, what it does)
-    "benchmark": ("tools.benchmark", "training and inference images/s, params, MACs and memory, ours beside timm's"),
-    "benchmark-data": ("tools.data_benchmark",
-                       "decode + augment images/s per loader worker, ours beside a bare timm loop"),
-    "prepare": ("data.prepare", "ImageNet as downloaded (archives, Kaggle, parquet, WebDataset) into class folders"),
-    "export": ("tools.export", "a checkpoint or released weights to ONNX, checked against onnxruntime"),
-    "sweep": ("tools.sweep", "each experiment with each seed as a fit, one after another or as SLURM jobs"),
-    "report": ("tools.report", "finished runs as a table: mean and spread over seeds beside the paper's figures"),
-}
 # What every run shows and checks beyond its metrics: defaults of `trainer.callbacks` that a YAML can change (a list
 # there replaces them; `--trainer.callbacks+=X` adds to them). The run's mechanics (its folder, last.ckpt, random
-# state, preemption, predict's CSV) are the CLI's own, whatever the list.
+# state, preemption, predict's CSV) are the CLI's own, whatever the list; BatchNorm averaging is the module's.
 DEFAULT_CALLBACKS = [f"inception_next.training.callbacks.{name}" for name in (
-    "UnreadableFilesReport", "FirstBatchImages", "LayerScaleMagnitudes", "HParamsWithMetrics", "TrainingThroughput",
-    "AverageBatchNormAcrossRanks")]
+    "UnreadableFilesReport", "FirstBatchImages", "LayerScaleMagnitudes", "HParamsWithMetrics", "TrainingThroughput")]
+EVALUATION = ("validate", "test", "predict")
+
+__all__ = ["InceptionNeXtCLI", "CountingLimitsTrainer", "SaveFitConfig", "main", "resolved_config", "LoggerError"]
 
 
 class CountingLimitsTrainer(L.Trainer):
@@ -84,24 +56,10 @@ class CountingLimitsTrainer(L.Trainer):
                          limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches, **kwargs)
 
 
-def check_writable(folder, flag):
-    """Create `folder` if needed and write a file in it, so that a folder the run cannot write to stops it before
-    any work rather than at its first save."""
-    folder = Path(folder).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise ConfigError(f"{flag} {folder}: not writable ({error.strerror or error}); expected a folder this user "
-                          "can create files in") from None
-
-
 class SaveFitConfig(SaveConfigCallback):
-    """The resolved config in a fit's run folder (RunFolder's; evaluation commands make none), and, flattened, to
-    every logger as the run's hyperparameters, once, as the fit begins (the module and the data module keep theirs
-    from Lightning's automatic logging): TensorBoard's with HParamsWithMetrics' metrics, which tie settings and
-    results together in its HPARAMS tab."""
+    """The resolved config in a fit's run folder (evaluation commands make none), and, flattened, to every logger as
+    the run's hyperparameters, once, as the fit begins: TensorBoard's with HParamsWithMetrics' metrics, which tie
+    settings and results together in its HPARAMS tab."""
 
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":
@@ -110,39 +68,72 @@ class SaveFitConfig(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage):
         run = next((cb.path for cb in trainer.callbacks if isinstance(cb, RunFolder)), None)
         if run is not None and trainer.is_global_zero:
-            self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
+            self.parser.save(self.config, str(run / runs.CONFIG), skip_none=False, overwrite=True,
                              multifile=self.multifile)
         if self.config.get("ckpt_path") is not None:  # a resumed run's loggers hold them from when it began
             return
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-
-        def flat(node, prefix=""):
-            if not isinstance(node, dict):
-                return {prefix[:-1]: node}
-            return {key: value for name, child in node.items()
-                    for key, value in flat(child, f"{prefix}{name}.").items()}
-
+        flat = flatten(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
         shown = any(isinstance(callback, HParamsWithMetrics) for callback in trainer.callbacks)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and shown:
-                logger.log_hyperparams(flat(config), HParamsWithMetrics.placeholders())
+                logger.log_hyperparams(flat, HParamsWithMetrics.placeholders())
             else:
-                logger.log_hyperparams(flat(config))
+                logger.log_hyperparams(flat)
 
 
-def configured_loggers(settings):
-    """The loggers a command's config names by class (`--trainer.logger <class>`, one or a list); not the default."""
-    configured = settings.trainer.logger
-    return [logger for logger in (configured if isinstance(configured, list) else [configured])
-            if hasattr(logger, "class_path")]
+def flatten(node, prefix=""):
+    """A nested config as {"data.img_size": 224, ...}."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {key: value for name, child in node.items() for key, value in flatten(child, f"{prefix}{name}.").items()}
+
+
+def print_metrics(trainer):
+    """What validate and test print: each metric, rounded."""
+    if trainer.is_global_zero:
+        print("  ".join(f"{name} {value.item():.4f}" for name, value in sorted(trainer.callback_metrics.items())))
+
+
+def report_fit(trainer, experiment, seed):
+    """What a fit prints as it ends (its folder, where each logger shows it, its checkpoints), and its finished
+    marker in the run folder (`sweep` skips the run, `report` reads it)."""
+    best = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
+    last = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
+    run = next(cb.path for cb in trainer.callbacks if isinstance(cb, RunFolder))
+    if not trainer.is_global_zero:
+        return
+    if run is not None:
+        print(f"run: {run}")
+    for logger in trainer.loggers:
+        print(f"logs: {where_to_look(logger)}")
+    if best is not None and best.best_model_path:
+        score = f" (val/top1 {best.best_model_score:.4f})" if best.best_model_score is not None else ""
+        print(f"best checkpoint: {best.best_model_path}{score}")
+    if last is not None and last.path is not None and last.path.is_file():
+        print(f"last checkpoint: {last.path}")
+    if run is not None:
+        metrics = {name: value.item() for name, value in trainer.callback_metrics.items()}
+        runs.mark_finished(run, experiment=experiment, seed=seed, epochs=trainer.current_epoch,
+                           global_step=trainer.global_step, final=metrics)
+
+
+def fill_preprocessing(settings):
+    """The data settings a config leaves unset (img_size, crop_pct, interpolation) from the model's variant."""
+    for key, value in preprocessing(settings.model.backbone).items():
+        if settings.data.get(key) is None:
+            settings.data[key] = value
 
 
 class InceptionNeXtCLI(LightningCLI):
+    """Parses a command (its experiment's `extends` chain, the demo's when it names none) and wires its run: the
+    checkpoint it starts from, evaluation as the weights were trained, the run folder, the callbacks and plugins
+    every run needs, the gradient accumulation a recipe's global batch implies."""
+
+    epilog = None  # what --help says after the options: the other commands (set by the front door)
+
     def init_parser(self, **kwargs):
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={L.__version__}"])
-        kwargs.setdefault("epilog", "Other commands: " + "; ".join(
-            f"{name}: {what} (python -m inception_next {name} --help)" for name, (_, what) in OTHER_COMMANDS.items()))
-        parser = self.parser_class(**kwargs)
+        parser = self.parser_class(epilog=self.epilog, **kwargs)
         parser.add_argument("-c", "--config", action=ActionExperimentConfig,
                             help="an experiment YAML (its `extends:` chain applied first); default: the demo")
         return parser
@@ -151,8 +142,7 @@ class InceptionNeXtCLI(LightningCLI):
         parser.add_argument("--extends", type=str | None, default=None,
                             help="in a config file: the file it builds on (applied first by --config)")
         parser.add_argument("--experiment", type=str, default="default",
-                            help="run name: runs go to <trainer.default_root_dir>/<experiment>/version_N/, each with "
-                                 "its checkpoints/")
+                            help="run name: runs go to <trainer.default_root_dir>/<experiment>/version_N/")
         parser.add_argument("--global_batch_size", type=int | None, default=None,
                             help="the recipe's global batch; gradient accumulation is derived from it")
         parser.add_argument("--predict_csv", type=str, default="predictions.csv",
@@ -162,150 +152,101 @@ class InceptionNeXtCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.batch_size", "model.batch_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"trainer.default_root_dir": "logs", "checkpoint.monitor": "val/top1",
+        parser.set_defaults({"trainer.default_root_dir": runs.DEFAULT_ROOT, "checkpoint.monitor": "val/top1",
                              "checkpoint.mode": "max", "checkpoint.save_top_k": 1,
-                             "checkpoint.auto_insert_metric_name": False,
-                             "checkpoint.filename": "best-epoch{epoch:03d}-top1-{val/top1:.4f}",
+                             "checkpoint.auto_insert_metric_name": False, "checkpoint.filename": runs.BEST_FILENAME,
                              "trainer.callbacks": [{"class_path": path} for path in DEFAULT_CALLBACKS]})
 
-    def _settings(self):
+    @property
+    def settings(self):
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def _experiment_dir(self, settings):
-        return Path(settings.trainer.default_root_dir).expanduser().resolve() / settings.experiment
-
     def parse_arguments(self, parser, args):
-        """As LightningCLI, with the demo's config when a subcommand is given none, and `--ckpt_path` resolved."""
+        """As LightningCLI, with the demo's config when a subcommand is given none; then the model's preprocessing
+        where the config leaves it, where the command starts (`runs.find_start`), and for evaluation the data
+        settings the weights were trained with (before LightningCLI reads the checkpoint's hyperparameters)."""
         args = list(sys.argv[1:] if args is None else args)
-        if args[:1] and args[0] in self.subcommands() and not any(
-                arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
-            args[1:1] = ["--config", str(DEMO_CONFIG)]
+        printing = [arg for arg in args[1:] if arg.startswith("--print_config")]  # printed once resolved, below
+        if args[:1] and args[0] in self.subcommands():
+            args = [arg for arg in args if arg not in printing]
+            if not any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
+                args[1:1] = ["--config", str(DEMO_CONFIG)]
         self.config = parser.parse_args(args)
-        subcommand = self.config.get("subcommand")
-        settings = self.config[subcommand] if subcommand else self.config
-        self.resumed_run = self.resumed_step = None
-        if subcommand:  # before LightningCLI reads the checkpoint's hyperparameters
-            settings.ckpt_path = self._resolve_checkpoint(subcommand, settings)
-        if subcommand in ("validate", "test", "predict"):
-            self._evaluate_as_trained(settings)
+        self.subcommand = self.config.get("subcommand")
+        settings = self.settings
+        fill_preprocessing(settings)
+        self.start = runs.Start()
+        if self.subcommand:
+            self.start = runs.find_start(settings.ckpt_path, settings.trainer.default_root_dir, settings.experiment,
+                                         fit=self.subcommand == "fit")
+            settings.ckpt_path = self.start.checkpoint
+        if self.subcommand in EVALUATION:
+            data = settings.data
+            for key, value in evaluation_data_settings(settings.ckpt_path, settings.model.pretrained,
+                                                       settings.model.backbone,
+                                                       has_data=data.root is not None or data.classes is not None
+                                                       ).items():
+                data[key] = value
+        if printing:  # what the command would run: LightningCLI's own --print_config, after the steps above
+            print(yaml.safe_dump(self.resolved(skip_none="skip_null" in printing[0]), sort_keys=False), end="")
+            sys.exit(0)
 
-    @staticmethod
-    def _evaluate_as_trained(settings):
-        """Evaluation labels and preprocesses images as the weights were trained: a checkpoint's classes and image
-        size, crop and interpolation (as LightningCLI takes the model's settings from it); released ImageNet
-        weights given as --model.pretrained, without a dataset, ImageNet's classes and the variant's input."""
-        data = settings.data
-        if settings.ckpt_path:
-            trained_on = trained_data_settings(settings.ckpt_path)
-        elif settings.model.pretrained and data.root is None and data.classes is None:
-            name = backbone_name(settings.model.backbone)
-            variant = get_variant(name)
-            with torch.device("meta"):
-                classifier = create_model(name).pretrained_cfg["classifier"]
-            rows = read_state_dict(settings.model.pretrained).get(f"{classifier}.weight")
-            if rows is None or len(rows) != 1000:
-                return
-            trained_on = dict(img_size=variant.input_size, crop_pct=variant.crop_pct, interpolation="bicubic",
-                              classes=ImageNetInfo().label_names())
-        else:
-            return
-        for key, value in trained_on.items():
-            data[key] = value
-
-    def _resolve_checkpoint(self, subcommand, settings):
-        """`last` / `best`: the newest whole one of this experiment's newest run (named, so the user sees which);
-        a file: checked whole. A fit continues the run that holds its checkpoint, in that run's folder."""
-        path = settings.get("ckpt_path")
-        if path is None:
-            return None
-        found, self.resumed_run = choose_checkpoint(path, self._experiment_dir(settings), settings.experiment,
-                                                    fit=subcommand == "fit")
-        if found is None:
-            return None
-        if self.resumed_run is not None:
-            self.resumed_step = torch.load(found, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-        return str(found)
-
-    def _continue_logger_runs(self, settings):
-        """A resumed fit logs into the same run of each logger's own store (MLflow's run, W&B's run, TensorBoard's
-        and CSV's version) as the run it continues, unless the command names one."""
-        recorded = self.resumed_run / LOGGER_IDENTITIES if self.resumed_run else None
-        if recorded is None or not recorded.is_file():
-            return
-        identities = json.loads(recorded.read_text())
-        for logger in configured_loggers(settings):
-            identity = identities.get(logger.class_path.rsplit(".", 1)[-1], {})
-            for key, value in identity.items():
-                if logger.init_args.get(key) is None:
-                    logger.init_args[key] = value
+    def resolved(self, skip_none=False):
+        """The command's config as parsed and completed, as a dict."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=skip_none))
+        return dumped[self.subcommand] if self.subcommand else dumped
 
     def instantiate_classes(self):
-        settings = self._settings()
-        # Absolute, so that every path the run prints names one place whatever the working folder.
-        self.root = Path(settings.trainer.default_root_dir).expanduser().resolve()
+        settings = self.settings
         if self.subcommand == "fit":
-            check_writable(self._experiment_dir(settings), "--trainer.default_root_dir")
-            stale = sorted(self.root.glob("hpc_ckpt_*.ckpt")) if SLURMEnvironment.detect() else []
-            if stale:  # Lightning would start this fit from them, whatever the experiment
-                raise ConfigError(f"{', '.join(map(str, stale))}: Lightning's auto-requeue checkpoints, which it would "
-                                  "load into this run; expected none (this project saves in each run's folder): move "
-                                  "them away")
+            runs.start_fit(settings.trainer.default_root_dir, settings.experiment, self.start,
+                           on_slurm=SLURMEnvironment.detect())
+            continue_logger_runs(configured_loggers(settings), runs.logger_identities(self.start.resumed_run))
         if self.subcommand == "predict":
-            check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
-        if self.subcommand == "fit" and self.resumed_run is not None:  # it writes there again
-            check_writable(checkpoint_folder(self.resumed_run), "checkpoint folder")
-            remove_partial_saves(self.resumed_run)
-        if self.subcommand == "fit":
-            self._continue_logger_runs(settings)
+            runs.check_writable(Path(settings.predict_csv).expanduser().resolve().parent, "--predict_csv")
         try:
             super().instantiate_classes()
         except Exception as error:
-            raise self._logger_error(settings, error) or error
+            raise logger_error(settings, error) or error
         # A forward pass on one image of the data's size gives the model summary its FLOPs.
         self.model.example_input_array = torch.zeros(1, 3, self.datamodule.img_size, self.datamodule.img_size)
 
-    @staticmethod
-    def _logger_error(settings, error):
-        """A configured logger that fails as it is built (its store refused, its package missing) as one line naming
-        it and the logger's own reason, or None when the error is not a logger's."""
-        failed = next((logger.class_path for logger in configured_loggers(settings)
-                       if logger.class_path in str(error)), None)
-        if failed is None:
-            return None
-        cause = error
-        while cause.__cause__ or cause.__context__:
-            cause = cause.__cause__ or cause.__context__
-        detail = " ".join(str(cause).split())
-        return LoggerError(f"--trainer.logger {failed.rsplit('.', 1)[-1]}: could not start ({detail})")
-
     def instantiate_trainer(self, **kwargs):
-        settings = self._settings()
-        configured = self.config_init[self.subcommand].trainer.callbacks or []
-        # RunFolder first: its setup tells the checkpoint callbacks and the config where the run's folder is.
-        callbacks = [RunFolder(self._experiment_dir(settings), self.resumed_run)]
+        settings, init = self.settings, self.config_init[self.subcommand]
+        configured = init.trainer.callbacks or []
+        # RunFolder first: its setup tells the checkpoint callbacks and the config where the run's folder is. The
+        # rest in every subcommand: Lightning warns when a checkpoint's callbacks are missing on loading it.
+        callbacks = [RunFolder(runs.experiment_dir(settings.trainer.default_root_dir, settings.experiment),
+                               self.start.resumed_run)]
         callbacks += list(configured) if isinstance(configured, list) else [configured]
-        # In every subcommand, not only fit: Lightning warns when a checkpoint's callbacks are missing on loading it.
         callbacks += [LastCheckpoint(settings.save_every_n_steps), RandomStateInCheckpoints(), Preemption()]
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
-        plugins = self.config_init[self.subcommand].trainer.plugins or []
-        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
-        plugins.append(AtomicCheckpointIO())
+        plugins = init.trainer.plugins or []
+        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
         if SLURMEnvironment.detect():  # job signals are Preemption's: no hpc_ckpt_*.ckpt beside every experiment
             plugins.append(SLURMEnvironment(auto_requeue=False))
         if settings.trainer.logger in (None, True):  # the default: a fit's own run folder; evaluation logs nowhere
-            # A resumed run purges what the interrupted one logged after its checkpoint, which it logs again.
-            resumed = dict(version=self.resumed_run.name, purge_step=self.resumed_step) if self.resumed_run else {}
-            kwargs["logger"] = False if self.subcommand != "fit" else TensorBoardLogger(
-                save_dir=self.root, name=settings.experiment, default_hp_metric=False, **resumed)
-        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, default_root_dir=str(self.root),
-                                              **kwargs)
-        self._derive_accumulation(trainer)
+            kwargs["logger"] = self.default_logger(settings)
+        root = str(runs.absolute(settings.trainer.default_root_dir))
+        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, default_root_dir=root, **kwargs)
+        if settings.global_batch_size is not None and self.subcommand == "fit":  # evaluation takes any batch
+            trainer.accumulate_grad_batches = accumulation(settings.global_batch_size, self.datamodule.batch_size,
+                                                           trainer.world_size)
         return trainer
 
+    def default_logger(self, settings):
+        """TensorBoard in a fit's run folder (a resumed run purges what the interrupted one logged after its
+        checkpoint, which it logs again); none for evaluation."""
+        if self.subcommand != "fit":
+            return False
+        start = self.start
+        resumed = dict(version=start.resumed_run.name, purge_step=start.resumed_step) if start.resumed_run else {}
+        return TensorBoardLogger(save_dir=runs.absolute(settings.trainer.default_root_dir),
+                                 name=settings.experiment, default_hp_metric=False, **resumed)
+
     def _warn_if_untrained(self):
-        settings = self._settings()
-        if settings.ckpt_path is None and not settings.model.pretrained:
+        if self.settings.ckpt_path is None and not self.settings.model.pretrained:
             rank_zero_warn(f"{self.subcommand} without --ckpt_path or --model.pretrained: these are untrained, "
                            "randomly initialised weights (--ckpt_path best or last picks this experiment's newest run)")
 
@@ -313,59 +254,55 @@ class InceptionNeXtCLI(LightningCLI):
         self._warn_if_untrained()
         self.config_init[self.subcommand].verbose = False  # after_validate prints the metrics, rounded
 
-    def before_test(self):
-        self._warn_if_untrained()
-        self.config_init[self.subcommand].verbose = False
-
-    def _print_metrics(self):
-        if self.trainer.is_global_zero:
-            metrics = self.trainer.callback_metrics
-            print("  ".join(f"{name} {value.item():.4f}" for name, value in sorted(metrics.items())))
-
-    def after_validate(self):
-        self._print_metrics()
-
-    def after_test(self):
-        self._print_metrics()
+    before_test = before_validate
 
     def before_predict(self):
         self._warn_if_untrained()
+
+    def after_validate(self):
+        print_metrics(self.trainer)
+
+    after_test = after_validate
 
     def after_predict(self):
         writer = next(cb for cb in self.trainer.callbacks if isinstance(cb, TopKCSVWriter))
         if self.trainer.is_global_zero:
             print(f"predictions: {writer.output.resolve()}")
 
-    def _derive_accumulation(self, trainer):
-        """The recipe's global batch as gradient accumulation: a fit's arithmetic alone (evaluation takes any batch)."""
-        target = self._settings().global_batch_size
-        if target is None or self.subcommand != "fit":
-            return
-        per_step = self.datamodule.batch_size * trainer.world_size
-        if target % per_step:
-            raise ConfigError(f"global_batch_size {target}: not a multiple of data.batch_size "
-                              f"{self.datamodule.batch_size} x {trainer.world_size} device(s) = {per_step}")
-        trainer.accumulate_grad_batches = target // per_step
-
     def after_fit(self):
-        best = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
-        last = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint)), None)
-        run = next(cb.path for cb in self.trainer.callbacks if isinstance(cb, RunFolder))
-        if not self.trainer.is_global_zero:
-            return
-        if run is not None:
-            print(f"run: {run}")
-        for logger in self.trainer.loggers:
-            print(f"logs: {where_to_look(logger)}")
-        if best is not None and best.best_model_path:
-            score = f" (val/top1 {best.best_model_score:.4f})" if best.best_model_score is not None else ""
-            print(f"best checkpoint: {best.best_model_path}{score}")
-        if last is not None and last.path is not None and last.path.is_file():
-            print(f"last checkpoint: {last.path}")
-        if run is not None:  # the run is done: `sweep` skips it, `report` reads it
-            metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items()}
-            mark_finished(run, experiment=self._settings().experiment, seed=self._settings().seed_everything,
-                          epochs=self.trainer.current_epoch, global_step=self.trainer.global_step, final=metrics)
+        report_fit(self.trainer, self.settings.experiment, self.settings.seed_everything)
+
+
+class ConfigReader(InceptionNeXtCLI):
+    """Stops once the command line is parsed, with the resolved config (`Resolved`), as `--print_config` would print
+    it: no class is built, no seed set."""
+
+    class Resolved(Exception):
+        def __init__(self, config):
+            super().__init__("resolved")
+            self.config = config
+
+    def parse_arguments(self, parser, args):
+        super().parse_arguments(parser, args)
+        raise self.Resolved(self.resolved())
+
+
+CLI_SETTINGS = dict(trainer_class=CountingLimitsTrainer, save_config_callback=SaveFitConfig,
+                    save_config_kwargs=dict(save_to_log_dir=False, config_filename=runs.CONFIG),
+                    auto_configure_optimizers=False)
+
+
+def resolved_config(path, *flags):
+    """An experiment (a YAML file) as `fit` resolves it, as a dict: its `extends` chain, every default and the
+    model's preprocessing. A config that does not parse raises its ArgumentError or UserError."""
+    strict = {"exit_on_error": False}
+    try:
+        ConfigReader(ImageClassifier, ImageNetDataModule, args=["fit", "--config", str(path), *flags],
+                     parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}},
+                     **CLI_SETTINGS)
+    except ConfigReader.Resolved as resolved:
+        return resolved.config
+    raise AssertionError("ConfigReader always stops after parsing")
 
 
 def one_line(parse_error):
@@ -401,29 +338,19 @@ def quiet_third_party_noise():
         logging.getLogger(name).addFilter(_DropLightningTip())
 
 
-def own_message(error):
-    """An error raised in a loader worker comes back wrapped in the worker's traceback; its own message is the
-    traceback's last line, after the error's name."""
-    text = str(error).strip()
-    if "Original Traceback" not in text:
-        return text
-    return text.splitlines()[-1].split(": ", 1)[-1]
-
-
-def main(args=None):
+def main(args=None, epilog=None):
+    """fit, validate, test and predict (the front door, `inception_next.commands`, hands them here): a mistake is one
+    line and exit 1 (2 for one the parser finds), a job signal the line saying what was saved and its exit status."""
     args = list(sys.argv[1:] if args is None else args)
     quiet_third_party_noise()
+    sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
+    strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
+    InceptionNeXtCLI.epilog = epilog
     try:
-        if args[:1] and args[0] in OTHER_COMMANDS:
-            module, _ = OTHER_COMMANDS[args[0]]
-            return importlib.import_module(f"inception_next.{module}").main(args[1:])
-        sys.argv = sys.argv[:1] + args  # where DDP's launcher finds the command to start the other processes
-        strict = {"exit_on_error": False}  # parse errors come back here, to be printed as one line
         with catch_job_signals():  # from the start: a cluster may signal a job before it trains
-            InceptionNeXtCLI(ImageClassifier, ImageNetDataModule, trainer_class=CountingLimitsTrainer,
-                             save_config_callback=SaveFitConfig, save_config_kwargs=dict(save_to_log_dir=False),
-                             auto_configure_optimizers=False,
-                             parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}})
+            InceptionNeXtCLI(ImageClassifier, ImageNetDataModule,
+                             parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}},
+                             **CLI_SETTINGS)
     except ArgumentError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
@@ -439,16 +366,3 @@ def main(args=None):
     except (UserError, MisconfigurationException) as error:
         print(f"error: {own_message(error)}", file=sys.stderr)
         sys.exit(1)
-
-
-def resolved_config(path):
-    """`fit --config PATH --print_config` as a dict: the experiment as fit resolves it (its `extends` chain and
-    every default). A config that does not parse has printed its one-line error and exits."""
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            main(["fit", "--config", str(path), "--print_config"])
-    except SystemExit as stop:
-        if stop.code:
-            raise
-    return yaml.safe_load(printed.getvalue())

@@ -1,11 +1,9 @@
-"""Preemption as clusters do it. A cluster ends a job with a signal to every process of it: SLURM sends SIGTERM at
-the time limit, on `scancel` and on preemption, and SIGUSR1 ahead of the limit when asked (`#SBATCH
---signal=USR1@90` with `--requeue`); submitit, which `sweep --slurm` uses, sends SIGUSR2.
+"""Preemption as clusters do it: a cluster ends a job with a signal to every process of it (see `jobs`).
 
 The main process records the signal as soon as the command starts (`catch_job_signals`). At the next optimizer
 step's end (the `Preemption` callback) the run saves its own last.ckpt in its run folder, SIGUSR1 requeues the job
 where SLURM allows it, and the command ends with one line saying what was saved and what happens next. Loader
-workers ignore these signals (`ignore_job_signals`): the main process speaks for the run. Lightning's own SLURM
+workers ignore these signals (`jobs.ignore_job_signals`): the main process speaks for the run. Lightning's own SLURM
 auto-requeue stays off (the CLI says so), so no `hpc_ckpt_*.ckpt` is written outside the run folder.
 """
 
@@ -17,8 +15,11 @@ from contextlib import contextmanager
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-JOB_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
-REQUEUE_SIGNAL = signal.SIGUSR1
+from ..deprecation import moved_names
+from ..jobs import JOB_SIGNALS, REQUEUE_SIGNAL
+
+__getattr__ = moved_names(__name__, {"ignore_job_signals": "inception_next.jobs"})
+
 received = []  # the job signals this process caught, first first
 stopped = []  # how a run stopped when Lightning ended it for SIGTERM before Preemption could (a Preempted)
 
@@ -38,12 +39,6 @@ def catch_job_signals():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def ignore_job_signals(worker_id=None):
-    """A DataLoader worker_init_fn: loader workers leave job signals to the main process."""
-    for signum in JOB_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
 
 
 class Preempted(Exception):

@@ -138,7 +138,7 @@ def test_random_erasing_on_the_batch_is_timms_per_image_erasing_in_distribution(
     data = ImageNetDataModule(reprob=0.25, remode="pixel")
     seeds = [(7 * 1_000_003 + 2) * 10_000_019 + index for index in range(DRAWS)]
     states = random.getstate(), torch.get_rng_state()
-    ours = data.erase(torch.zeros(DRAWS, 3, 24, 32), seeds)
+    ours = data.device_work.erase(torch.zeros(DRAWS, 3, 24, 32), seeds)
     assert random.getstate() == states[0] and torch.equal(torch.get_rng_state(), states[1])  # Mixup's draws stay
     torch.manual_seed(0)
     random.seed(0)
@@ -149,7 +149,7 @@ def test_random_erasing_on_the_batch_is_timms_per_image_erasing_in_distribution(
                             {"erased": their_hits.sum(), "kept": (~their_hits).sum()}, "images")
     assert abs(our_hits.mean() - 0.25) < 4.5 * np.sqrt(0.25 * 0.75 / DRAWS)
     assert_same_distribution(our_areas, their_areas, "erased area fraction")
-    again = data.erase(torch.zeros(4, 3, 24, 32), seeds[:4])
+    again = data.device_work.erase(torch.zeros(4, 3, 24, 32), seeds[:4])
     assert torch.equal(again, ours[:4])  # each image's erasing depends on its sample's seed alone
 
 
@@ -164,7 +164,7 @@ def test_the_evaluation_input_is_timms_evaluation_transforms(photographs):
         assert ((ours - timm_eval(image)).abs() * std).max() < 1 / 255  # in pixel units
 
 
-# -- RandAugment on the device (data.augment_on: device) -------------------------------------------------------------
+# -- RandAugment on the device (data.device_from: randaugment) -------------------------------------------------------
 def device_op(timm_op, images, levels, resample, fill=(124, 116, 104)):
     """One of timm's ops on a batch, through the device version, each image with the same `levels`."""
     if timm_op in GEOMETRIC:
@@ -208,9 +208,9 @@ def test_each_randaugment_op_on_the_device_gives_timms_pixels(timm_op, levels, t
 
 def test_randaugment_on_the_batch_is_timms_ops_drawn_by_timm(training_crops):
     """Each image gets the ops its seed draws, in order: replayed with timm's PIL ops, the same pixels."""
-    data = ImageNetDataModule(img_size=224, augment_on="device")
+    data = ImageNetDataModule(img_size=224, device_from="randaugment")
     assert "RandAugment" not in repr(data.train_transform())  # the workers leave it to the device
-    randaugment = data.device_randaugment()
+    randaugment = data.device_work.randaugment
     seeds = [(5 * 1_000_003 + 1) * 10_000_019 + index for index in range(len(training_crops) * 3)]
     images = training_crops * 3
     states = random.getstate(), np.random.get_state()[1].copy()
@@ -229,8 +229,8 @@ def test_randaugment_on_the_batch_is_timms_ops_drawn_by_timm(training_crops):
 
 @pytest.mark.parametrize("auto_augment", ["rand-m9-mstd0.5-inc1", "rand-m5-inc1-mstd101"])  # tiny's, atto's
 def test_randaugment_draws_on_the_device_are_timms_in_distribution(auto_augment, tiny_dataset):
-    data = ImageNetDataModule(img_size=32, auto_augment=auto_augment, augment_on="device")
-    randaugment = data.device_randaugment()
+    data = ImageNetDataModule(img_size=32, auto_augment=auto_augment, device_from="randaugment")
+    randaugment = data.device_work.randaugment
     our_ops, interpolations = defaultdict(list), defaultdict(int)
     for seed in range(DRAWS // 2):  # two layers: about DRAWS ops
         for op in randaugment.draw(seed):
@@ -256,7 +256,7 @@ def test_randaugment_draws_on_the_device_are_timms_in_distribution(auto_augment,
                             {"bilinear": sum(interpolations.values()) / 2}, "affine ops' interpolation")
 
 
-# -- Decoding on the device (data.decode_on: device) ----------------------------------------------------------------
+# -- Decoding on the device (data.device_from: decode) ----------------------------------------------------------------
 def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp_path):
     """The workers draw each crop and flip under the sample's seed and pass the JPEG on; decoded (PIL, on the CPU),
     cropped and resized on the device, the batches are the workers' path's, pixel for pixel. Images nvJPEG does not
@@ -267,8 +267,8 @@ def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp
     Image.open(odd / "00002.JPEG").convert("CMYK").save(odd / "cmyk.JPEG")
     Image.open(odd / "00004.JPEG").save(odd / "png_inside.JPEG", format="PNG")
     (odd / "cut.JPEG").write_bytes((odd / "00006.JPEG").read_bytes()[:20000])
-    settings = dict(root=str(root), img_size=64, batch_size=6, num_workers=2, augment_on="device", seed=3)
-    workers, device = ImageNetDataModule(**settings), ImageNetDataModule(decode_on="device", **settings)
+    settings = dict(root=str(root), img_size=64, batch_size=6, num_workers=2, seed=3)
+    workers, device = (ImageNetDataModule(device_from=start, **settings) for start in ("randaugment", "decode"))
     batches = []
     for data in (workers, device):
         data.setup("fit")
@@ -276,9 +276,8 @@ def test_decoding_on_the_device_gives_the_batches_of_decoding_in_the_workers(tmp
         assert data.unreadable_train_files == 1  # the cut JPEG, named in a warning by the worker that met it
     sent = []  # (name, payload length): what the workers passed on
     for (images, labels), encoded in zip(*batches):
-        payloads, _, names, _ = encoded
-        sent += [(name, len(payload)) for payload, name in zip(payloads, names)]
-        decoded, decoded_labels = device.decoded_batch(encoded, torch.device("cpu"))
+        sent += [(name, payload.numel()) for payload, name in zip(encoded.payloads, encoded.names)]
+        decoded, decoded_labels = device.device_work.decode(encoded, torch.device("cpu"))
         assert torch.equal(decoded, images) and torch.equal(decoded_labels, labels)
     assert len(sent) == 18 and [length for name, length in sent if name is None] == [3 * 64 * 64] * 2
     encoded = {name.rsplit("/", 1)[-1]: length for name, length in sent if name is not None}

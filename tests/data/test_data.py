@@ -17,6 +17,7 @@ from inception_next.data import (
 )
 from inception_next.data import demo as demo_data
 from inception_next.data.readers import folders
+from inception_next.models.factory import preprocessing
 
 
 def copy_dataset(source, destination):
@@ -46,8 +47,8 @@ def test_transforms_follow_the_paper():
     assert (data.hparams.reprob, data.hparams.remode) == (0.25, "pixel")  # erased there (test_augmentation)
     evaluation = repr(data.eval_transform())
     assert "Resize(size=256, interpolation=bicubic" in evaluation and "CenterCrop(size=(224, 224))" in evaluation
-    at_384 = repr(ImageNetDataModule(img_size=384).eval_transform())
-    assert "Resize(size=384" in at_384 and "CenterCrop(size=(384, 384))" in at_384
+    at_384 = repr(ImageNetDataModule(**preprocessing("inception_next_base_384")).eval_transform())  # the variant's
+    assert "Resize(size=384" in at_384 and "CenterCrop(size=(384, 384))" in at_384  # crop_pct 1.0
 
 
 def test_randaugment_survives_its_strongest_posterize():

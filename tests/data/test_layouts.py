@@ -17,6 +17,7 @@ import torch
 from imagenet_layouts import WNIDS, hf_schema, write_all
 from small_runs import ranks_split_the_data, resumes_exactly, run_flags
 
+from inception_next.commands import main
 from inception_next.data import (
     DatasetError,
     ImageNetDataModule,
@@ -29,7 +30,6 @@ from inception_next.data import (
 from inception_next.data import prepare as prepare_module
 from inception_next.data.prepare import prepare
 from inception_next.data.readers import archives
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 
 READABLE = ("folders", "kaggle", "parquet", "webdataset")

@@ -18,9 +18,9 @@ import pytest
 from imagenet_layouts import WNIDS, write_all
 from small_runs import ranks_split_the_data, resumes_exactly
 
+from inception_next.commands import main
 from inception_next.data import DatasetError, ImageNetDataModule, object_store
 from inception_next.data.prepare import prepare
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 
 pytestmark = pytest.mark.slow

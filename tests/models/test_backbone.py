@@ -7,14 +7,14 @@ from collections import OrderedDict
 import pytest
 import timm
 import torch
-from test_models import HIERARCHICAL, randomise_
+from random_weights import HIERARCHICAL, randomise_
 from timm.optim import param_groups_layer_decay
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork
 
 from inception_next import create_model
+from inception_next.commands import main
 from inception_next.tools.export import main as export
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import parameter_groups
 

@@ -1,6 +1,7 @@
 import pytest
 import timm
 import torch
+from random_weights import HIERARCHICAL, randomise_
 from timm.utils import reparameterize_model
 
 import inception_next
@@ -8,22 +9,12 @@ from inception_next import CheckpointError, create_model, list_models
 from inception_next.models.complexity import count_macs, count_params
 from inception_next.models.factory import get_variant
 from inception_next.models.inception_next import InceptionDWConv2d
-from inception_next.tools.compared_figures import figure_and_rounding
-
-HIERARCHICAL = ["inception_next_atto", "inception_next_tiny", "inception_next_small", "inception_next_base"]
 
 
-def randomise_(model):
-    """Random weights, BatchNorm statistics and layer scales: at init, layer scale 1e-6 would hide the token mixer."""
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand_like(tensor) + 0.5)
-            else:
-                tensor.copy_(torch.randn_like(tensor) * 0.1)
-    return model
+def figure_and_rounding(printed):
+    """'28.06' -> (28.06, 0.005): the value and the half-unit of its last printed digit."""
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return float(printed), 0.5 * 10 ** -decimals
 
 
 @pytest.mark.parametrize("name", HIERARCHICAL)
@@ -203,6 +194,7 @@ def test_public_api():
 
 
 def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_dataset, tmp_path, monkeypatch):
+    from inception_next.commands import main
     from inception_next.models.inception_next import (
         VARIANTS,
         MetaNeXt,
@@ -210,7 +202,6 @@ def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_datase
         register,
     )
     from inception_next.tools import benchmark
-    from inception_next.training.cli import main
     from inception_next.training.config import EXPERIMENTS
 
     register("inception_next_pico", Variant(MetaNeXt, dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))))

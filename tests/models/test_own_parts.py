@@ -7,7 +7,7 @@ import pytest
 import torch
 from research_folder import MIXER
 
-from inception_next import create_model
+from inception_next import create_model, list_models
 from inception_next.models.complexity import count_params
 from inception_next.models.factory import backbone_name, declare_variant, get_variant, wrap_features
 from inception_next.models.parts import ModelConfigError
@@ -126,7 +126,10 @@ def test_features_only_and_isotropic_networks_take_them_too(own_parts):
 def test_a_variant_declared_as_data_is_its_base_with_the_changes(own_parts):
     declaration = dict(name="atto_dilated", base="inception_next_atto", token_mixer="my_parts.DilatedBand",
                        dims=[32, 64, 128, 256], input_size=160)
-    assert backbone_name(declaration) == "atto_dilated" == declare_variant(dict(declaration))  # twice: no error
+    assert backbone_name(declaration) == "atto_dilated" and create_model(declaration).pretrained_cfg["input_size"] == (
+        3, 160, 160)
+    assert "atto_dilated" not in list_models()  # built as declared: registering it is an explicit call
+    assert declare_variant(dict(declaration)) == "atto_dilated" == declare_variant(dict(declaration))  # twice: fine
     variant = get_variant("atto_dilated")
     assert variant.input_size == 160 and variant.args["depths"] == (2, 2, 6, 2) and "mixer_args" not in variant.args
     model = create_model("atto_dilated")

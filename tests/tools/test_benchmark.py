@@ -107,9 +107,9 @@ def test_the_gpu_suite_runs_every_part_in_small_mode_on_the_cpu(tmp_path):
     first, last = map(float, re.search(r"loss ([0-9.]+) \(first tenth\) -> ([0-9.]+)", text).groups())
     assert last < first
     assert re.search(r"photograph-sized JPEGs \((\d+) KB", text) and int(re.search(r"\((\d+) KB", text).group(1)) > 60
-    worker, device = re.search(r"on the device \(`data.augment_on: device`\) ([0-9.]+) img/s, and the device's "
+    worker, device = re.search(r"on the device \(`data.device_from: randaugment`\) ([0-9.]+) img/s, and the device's "
                                r"share \(RandAugment, normalize, erase\) runs at ([0-9.]+) img/s", text).groups()
     assert float(worker) > 0 and float(device) > 0
-    worker, device = re.search(r"decoding there too \(`data.decode_on: device`\) ([0-9.]+) img/s, and the device's "
+    worker, device = re.search(r"decoding there too \(`data.device_from: decode`\) ([0-9.]+) img/s, and the device's "
                                r"share \(decode, crop, flip, then the same\) runs at ([0-9.]+) img/s", text).groups()
     assert float(worker) > 0 and float(device) > 0

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 from research_folder import write_research_folder
-from small_runs import TESTS, small_run
+from small_runs import HELPERS, small_run
 
+from inception_next.commands import main
 from inception_next.models.complexity import count_params
 from inception_next.models.factory import create_model
 from inception_next.tools import report, sweep
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 from inception_next.training.runs import scalars
 
@@ -34,10 +34,9 @@ def tiny_flags(dataset, logs):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("forget_declared_variants")
 def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_and_reports(tiny_dataset, tmp_path,
                                                                                        monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.chdir(tmp_path)  # the researcher's folder: each fit finds my_mixers.py in its working folder
     monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` does, for report here
     configs, logs = experiments(tmp_path), tmp_path / "logs"
@@ -56,7 +55,8 @@ def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_an
 
     rows = {row["experiment"]: row for row in report.build(logs)}
     assert set(rows) == {"base", "dilated"} and rows["base"]["seeds"] == 2
-    assert rows["dilated"]["params_m"] == pytest.approx(count_params(create_model("atto_dilated", num_classes=3)) / 1e6)
+    declared = yaml.safe_load(configs[1].read_text())["model"]["backbone"]
+    assert rows["dilated"]["params_m"] == pytest.approx(count_params(create_model(declared, num_classes=3)) / 1e6)
     best = [max(scalars(logs / f"base/seed{s}/version_0", "val/top1")[1]) for s in (0, 1)]
     assert rows["base"]["val/top1/best/mean"] == pytest.approx(statistics.mean(best))
     assert rows["base"]["val/top1/best/std"] == pytest.approx(statistics.stdev(best))

@@ -8,8 +8,8 @@ import yaml
 from small_runs import demo_run
 
 from inception_next import create_model
+from inception_next.commands import main
 from inception_next.tools.export import main as export
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 from inception_next.training.runs import finished_runs, scalars
 

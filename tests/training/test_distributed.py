@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from small_runs import TESTS
+from small_runs import HELPERS
 
 from inception_next.training.config import EXPERIMENTS
 
@@ -15,32 +15,41 @@ pytestmark = pytest.mark.slow  # real processes: DDP ranks
 
 
 
-def test_a_plain_trainer_under_ddp_trains_each_sample_once(tiny_dataset, tmp_path):
-    """No CLI, Lightning's defaults (use_distributed_sampler=True): the data module's sampler is already sharded,
-    so Lightning must not shard it a second time."""
-    done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(tiny_dataset), str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def plain_trainer_ddp(dataset, out, *how):
+    """plain_trainer_ddp.py's 2 ranks on `dataset`, writing what each trained, validated and ended with to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, str(HELPERS / "plain_trainer_ddp.py"), str(dataset), str(out), *how],
+                          cwd=out, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_ddp_run(tiny_dataset, tmp_path_factory):
+    """One plain-Trainer DDP run, the module's BatchNorm averaging on: the tests below read it."""
+    return plain_trainer_ddp(tiny_dataset, tmp_path_factory.mktemp("plain-ddp"))
+
+
+def test_a_plain_trainer_under_ddp_trains_each_sample_once(plain_ddp_run):
+    """No CLI, Lightning's defaults (use_distributed_sampler=True) and no callbacks: the data module's sampler is
+    already sharded, so Lightning must not shard it a second time, and the module averages BatchNorm itself."""
+    ranks = [[int(i) for i in (plain_ddp_run / f"rank{r}.txt").read_text().split()] for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == 12  # 24 training images, 2 ranks
     assert sorted(ranks[0] + ranks[1]) == list(range(24))  # every image once, none on both ranks
-    validated = [int(i) for r in range(2) for i in (tmp_path / f"rank{r}_val.txt").read_text().split()]
+    validated = [int(i) for r in range(2) for i in (plain_ddp_run / f"rank{r}_val.txt").read_text().split()]
     assert sorted(validated) == list(range(12))  # each validation image exactly once
-    statistics = [torch.load(tmp_path / f"rank{r}_bn.pt") for r in range(2)]
+    statistics = [torch.load(plain_ddp_run / f"rank{r}_bn.pt") for r in range(2)]
     assert torch.equal(*statistics)  # averaged before validating: one model on both ranks
 
 
-def test_batchnorm_statistics_are_the_ranks_average_not_rank_0s(tiny_dataset, tmp_path):
+def test_batchnorm_statistics_are_the_ranks_average_not_rank_0s(plain_ddp_run, tiny_dataset, tmp_path):
     """DDP hands every rank rank 0's buffers at each forward; timm's train.py (the official runs) averages the
-    ranks' statistics before evaluating instead, and so does AverageBatchNormAcrossRanks: the same run without it
-    ends with other statistics (rank 0's alone), on both ranks alike."""
+    ranks' statistics before evaluating instead, and so does the module: the same run without its averaging ends
+    with other statistics (rank 0's alone), on both ranks alike."""
     statistics = {}
-    for how in ("averaged", "no-bn-averaging"):
-        (tmp_path / how).mkdir()
-        done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(tiny_dataset),
-                               str(tmp_path / how), how], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        ranks = [torch.load(tmp_path / how / f"rank{r}_bn.pt") for r in range(2)]
+    for how, run in (("averaged", plain_ddp_run),
+                     ("no-bn-averaging", plain_trainer_ddp(tiny_dataset, tmp_path, "no-bn-averaging"))):
+        ranks = [torch.load(run / f"rank{r}_bn.pt") for r in range(2)]
         assert torch.equal(*ranks), how
         statistics[how] = ranks[0]
     assert not torch.allclose(statistics["averaged"], statistics["no-bn-averaging"])

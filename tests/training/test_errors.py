@@ -7,8 +7,8 @@ import pytest
 import torch
 from small_runs import demo_run
 
+from inception_next.commands import main
 from inception_next.data import demo as demo_data
-from inception_next.training.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +23,20 @@ def one_class_dataset(tmp_path_factory):
     (["--data.num_workers", "-1"], 1, "error: data.num_workers -1: expected an integer of at least 0"),
     (["--data.remode", "pixl"], 1, "error: data.remode 'pixl': expected one of const, rand, pixel"),
     (["--data.reprob", "1.5"], 1, "error: data.reprob 1.5: expected a probability in [0, 1]"),
-    (["--data.augment_on", "gpu"], 1, "error: data.augment_on 'gpu': expected one of workers, device"),
-    (["--data.augment_on", "device", "--data.auto_augment", "augmix-m5"], 1,
-     "error: data.augment_on device moves timm's RandAugment to the device, and data.auto_augment is 'augmix-m5'; "
-     "expected a rand-... policy, or data.augment_on workers"),
-    (["--data.augment_on", "device", "--data.train_interpolation", "nearest"], 1,
+    (["--data.device_from", "gpu"], 2, "error: --data.device_from gpu: expected one of 'normalize', 'randaugment', "
+     "'decode'"),
+    (["--data.device_from", "randaugment", "--data.auto_augment", "augmix-m5"], 1,
+     "error: data.device_from randaugment moves timm's RandAugment to the device, and data.auto_augment is "
+     "'augmix-m5'; expected a rand-... policy, or data.device_from normalize"),
+    (["--data.device_from", "randaugment", "--data.train_interpolation", "nearest"], 1,
      "error: data.train_interpolation: RandAugment's affine ops interpolate bilinear or bicubic on the device; "
-     "expected random, bilinear or bicubic, or data.augment_on workers"),
-    (["--data.decode_on", "gpu"], 1, "error: data.decode_on 'gpu': expected one of workers, device"),
+     "expected random, bilinear or bicubic, or data.device_from normalize"),
+    (["--data.device_from", "decode", "--data.train_interpolation", "lanczos"], 1,
+     "error: data.device_from decode resizes crops with torch, and data.train_interpolation is 'lanczos'; expected "
+     "one of random, bilinear, bicubic"),
+    (["--data.augment_on", "gpu"], 1, "error: data.augment_on 'gpu': expected one of workers, device"),
     (["--data.decode_on", "device"], 1, "error: data.decode_on device: the crop, flip and RandAugment come after "
      "decoding; expected data.augment_on device too"),
-    (["--data.decode_on", "device", "--data.augment_on", "device", "--data.train_interpolation", "lanczos"], 1,
-     "error: data.decode_on device resizes crops with torch, and data.train_interpolation is 'lanczos'; expected one "
-     "of random, bilinear, bicubic"),
     (["--model.backbone", "nope"], 1, "error: model 'nope' is not registered; expected one of: convnext_small_iso, "),
     (["--trainer.max_epochs", "-5"], 1, "error: `max_epochs` must be a non-negative integer or -1. You passed in -5."),
     (["--model.lr_per_1024", "abc"], 2, "error: --model.lr_per_1024 abc: expected float"),
@@ -87,7 +88,7 @@ def test_decoding_on_a_gpu_without_torchcodec_is_one_line(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchcodec", None)  # as if not installed: importing it raises ImportError
     monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
-    expected = (r"^data.decode_on device decodes JPEGs on the GPU with nvJPEG through torchcodec; expected it "
+    expected = (r"^data.device_from decode decodes JPEGs on the GPU with nvJPEG through torchcodec; expected it "
                 r"installed: pip install 'inception-next\[nvjpeg\]'$")
     with pytest.raises(DatasetError, match=expected):
-        ImageNetDataModule._check_device_decoding(torch.device("cuda"))
+        ImageNetDataModule(device_from="decode").device_work.check(torch.device("cuda"))

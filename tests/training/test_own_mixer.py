@@ -8,16 +8,16 @@ import os
 import pytest
 import torch
 from research_folder import write_research_folder
-from small_runs import TESTS, cli, small_run
+from small_runs import HELPERS, cli, small_run
 
+from inception_next.commands import main
 from inception_next.tools import benchmark
 from inception_next.tools.export import main as export
-from inception_next.training.cli import main
 from inception_next.training.runs import scalars
 
 
 @pytest.fixture
-def research_folder(tmp_path, monkeypatch, forget_declared_variants):
+def research_folder(tmp_path, monkeypatch):
     """The working folder of every command, holding my_mixers.py and dilated.yaml."""
     folder = tmp_path / "research"
     write_research_folder(folder)
@@ -51,7 +51,7 @@ def test_an_own_mixer_runs_through_every_command_from_its_checkpoint(tiny_datase
     assert measured[0]["params_m"] != measured[1]["params_m"] and measured[1]["train_img_s"] > 0
 
     elsewhere = cli(["validate", *small_run(tiny_dataset, "--ckpt_path", str(last))], cwd=tmp_path, check=False,
-                    env={**os.environ, "PYTHONPATH": str(TESTS)})
+                    env={**os.environ, "PYTHONPATH": str(HELPERS)})
     assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
     assert elsewhere.stderr.strip().splitlines()[-1] == (
         "error: token_mixer my_mixers.DilatedBand: no module named 'my_mixers'; expected a module importable from "

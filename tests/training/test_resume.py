@@ -14,10 +14,10 @@ from expected_lr import official_lr, per_step_lr
 from small_runs import cli, read_records, run_flags, weights
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from inception_next.commands import main
 from inception_next.data import ImageNetDataModule, LabelledImages, ResumableSampler
 from inception_next.data.readers import folders
 from inception_next.training.checkpoints import PARTIAL_SUFFIX, check_checkpoint
-from inception_next.training.cli import main
 from inception_next.training.module import ImageClassifier
 
 
@@ -78,7 +78,7 @@ CHAINS = {
     # draw each crop and flip: decoding, the crop, RandAugment and random erasing run on the batch (drawn under each
     # sample's seed), in the main process.
     "step-lr, partial epochs": ("--trainer.limit_train_batches", "4", "--save_every_n_steps", "2",
-                                "--data.augment_on", "device", "--data.decode_on", "device", "--data.reprob", "0.5"),
+                                "--data.device_from", "decode", "--data.reprob", "0.5"),
 }
 STEPS_PER_EPOCH = {"epoch-lr, accumulation 2": 6, "step-lr, partial epochs": 4}
 TIMING = ("train/device/",)  # series whose values measure the machine, not the run

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 from slurm_cluster import Cluster, missing_tools
-from small_runs import TESTS, run_flags
+from small_runs import HELPERS, run_flags
 
 from inception_next.tools.sweep import FIT_SAVE_TIMEOUT_S
 from inception_next.training.runs import FINISHED, scalars
@@ -38,7 +38,7 @@ def job_script(name, command, folder, *sbatch):
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --output={folder}/{name}-%j.out",
              "#SBATCH --cpus-per-task=1", "#SBATCH --open-mode=append",
              *[f"#SBATCH {option}" for option in sbatch],
-             f"export PYTHONPATH={TESTS}", f"srun {command}"]
+             f"export PYTHONPATH={HELPERS}", f"srun {command}"]
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +103,7 @@ def test_a_sweep_runs_on_the_cpu_partition_and_a_requeued_job_resumes_in_place(c
                       "--trainer.default_root_dir", str(logs), "--trainer.callbacks+=interruptions.SlowDown",
                       "--trainer.callbacks.seconds=0.3")
     config, flags = flags[1], flags[2:]  # the sweep gives each run its config and seed
-    env = dict(cluster.env, PYTHONPATH=str(TESTS))
+    env = dict(cluster.env, PYTHONPATH=str(HELPERS))
     submitted = subprocess.run([sys.executable, "-m", "inception_next", "sweep", config, "--seeds", "0", "1",
                                 "--slurm", "--partition", "cpu", "--cpus-per-task", "1", "--timeout-min", "10",
                                 *flags], env=env, capture_output=True, text=True, timeout=120)

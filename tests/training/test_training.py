@@ -11,9 +11,10 @@ from expected_lr import per_step_lr
 from interruptions import RecordLR
 from small_runs import small_run as small_cpu_run
 
+from inception_next.commands import main
 from inception_next.data import ImageNetDataModule
+from inception_next.data.device import DevicePipeline
 from inception_next.data.randaugment import BatchRandAugment
-from inception_next.training.cli import main
 from inception_next.training.config import EXPERIMENTS
 from inception_next.training.module import ImageClassifier, parameter_groups
 from inception_next.training.runs import scalars
@@ -48,22 +49,22 @@ def test_a_fit_with_randaugment_on_the_device_augments_every_training_batch(tiny
     monkeypatch.setattr(BatchRandAugment, "__call__",
                         lambda self, images, seeds: augmented.append(images.shape) or original(self, images, seeds))
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match="data.augment_on device, training on the CPU: RandAugment then runs in the"):
+    with pytest.warns(UserWarning, match="data.device_from randaugment, training on the CPU: the main process then"):
         main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(
-            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.augment_on", "device", "--data.num_workers", "2")])
+            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.device_from", "randaugment",
+            "--data.num_workers", "2")])
     assert augmented == [(4, 3, 32, 32)] * 2  # the training batches, not the validation ones
 
 
 def test_a_fit_decoding_on_the_device_trains_on_the_decoded_batches(tiny_dataset, tmp_path, monkeypatch):
     decoded = []
-    original = ImageNetDataModule.decoded_batch
-    monkeypatch.setattr(ImageNetDataModule, "decoded_batch", lambda self, batch, device: decoded.append(
-        (len(batch[0]), device.type)) or original(self, batch, device))
+    original = DevicePipeline.decode
+    monkeypatch.setattr(DevicePipeline, "decode", lambda self, batch, device: decoded.append(
+        (len(batch.labels), device.type)) or original(self, batch, device))
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match="data.decode_on device, training on the CPU: the main process then decodes"):
+    with pytest.warns(UserWarning, match="data.device_from decode, training on the CPU: the main process then does"):
         main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), *small_run(
-            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.augment_on", "device", "--data.decode_on", "device",
-            "--data.num_workers", "2")])
+            tiny_dataset, "--trainer.fast_dev_run", "2", "--data.device_from", "decode", "--data.num_workers", "2")])
     assert decoded == [(4, "cpu")] * 2  # the training batches; validation's come decoded from the workers
 
 

@@ -14,7 +14,7 @@ from .base import Reader
 SOURCES = {source.NAME: source for source in (litdata_chunks, kaggle, webdataset, parquet, archives, folders)}
 READABLE = tuple(name for name, source in SOURCES.items() if hasattr(source, "open_split"))
 
-__all__ = ["SOURCES", "READABLE", "Reader", "find_source"]
+__all__ = ["SOURCES", "READABLE", "Reader", "find_source", "readable_source", "open_split"]
 
 
 def find_source(root, format=None, setting="data.root"):
@@ -37,3 +37,26 @@ def find_source(root, format=None, setting="data.root"):
     found = sorted(entry.name for entry in root.iterdir())
     raise DatasetError(f"{setting} {root}: holds {', '.join(found[:6]) or 'nothing'}{' ...' if len(found) > 6 else ''}"
                        f"; expected one of: {expected}")
+
+
+def readable_source(root, format=None):
+    """The source at `root` (see `find_source`), one the data module reads in place."""
+    source = find_source(root, format)
+    if source.NAME not in READABLE:
+        raise DatasetError(f"data.root {root}: {source.LAYOUT}, which are read once into class folders: "
+                           f"python -m inception_next prepare {root} /path/to/imagenet")
+    return source
+
+
+def open_split(source, root, split, classes, shuffle_window):
+    """The reader of `split` ("train" or "val") of `source` at `root`, its labels indexing `classes`. A reader in
+    blocks keeps the blocks of two shuffle windows at hand (the current one and the next, see ResumableSampler)."""
+    split_name = {"train": "training", "val": "validation"}[split]
+    if split not in source.splits(root):
+        raise DatasetError(f"data.root {root}: no {split_name} split in {source.LAYOUT}")
+    reader = source.open_split(root, split, classes)
+    if not len(reader):
+        raise DatasetError(f"{reader.source}: no images in the {split_name} split")
+    if reader.blocks is not None:
+        reader.cache_blocks = 2 * (shuffle_window // min(reader.blocks) + 1)
+    return reader

@@ -11,7 +11,7 @@ import torch
 
 from inception_next.training.config import EXPERIMENTS
 
-TESTS = Path(__file__).parent  # the helpers' folder: commands the tests start get it on PYTHONPATH
+HELPERS = Path(__file__).parent  # commands the tests start get this folder on PYTHONPATH
 
 
 def small_run(dataset, *extra):
@@ -36,7 +36,7 @@ def run_flags(dataset, *extra):
 
 def cli(args, cwd, check=True, env=None):
     """`python -m inception_next ARGS` in its own process, with the tests' callbacks (interruptions.py) importable."""
-    env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 or not check, done.stderr[-3000:]
@@ -85,7 +85,7 @@ def resumes_exactly(root, tmp_path, *flags):
 def ranks_split_the_data(root, tmp_path):
     """2 DDP ranks of a plain Trainer (plain_trainer_ddp.py) on the 24 + 12 images at `root`: each trains a disjoint
     half of the training split, and together they validate every validation image once."""
-    done = subprocess.run([sys.executable, str(TESTS / "plain_trainer_ddp.py"), str(root), str(tmp_path)],
+    done = subprocess.run([sys.executable, str(HELPERS / "plain_trainer_ddp.py"), str(root), str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [[int(i) for i in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2)]
