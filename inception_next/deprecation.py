@@ -14,7 +14,7 @@ class RenamedWarning(FutureWarning):
 
 
 def warn_renamed(old, new, stacklevel=3):
-    warnings.warn(f"{old} is deprecated: use {new}", RenamedWarning, stacklevel=stacklevel)
+    warnings.warn(f"deprecated: {old}; use {new} instead", RenamedWarning, stacklevel=stacklevel)
 
 
 def show_renames_in_one_line():

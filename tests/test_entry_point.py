@@ -1,5 +1,6 @@
 """The entry point: config files and their `extends:` chains, the demo default, --help, a regular install."""
 
+import ast
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from research_folder import write_research_folder
 
 from inception_next.commands import main
 from inception_next.training.config import EXPERIMENTS, ConfigError, config_chain
@@ -78,9 +80,11 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.slow
-def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_path):
+def test_a_regular_install_runs_the_demo_from_any_folder_and_finds_a_researchers_mixer_either_way(tmp_path):
     """`pip install .` (not editable): the experiments ship inside the package. The wheel goes into a new
-    environment that borrows this one's dependencies (torch and the rest) but not its editable install."""
+    environment that borrows this one's dependencies (torch and the rest) but not its editable install. From an
+    empty folder `python -m inception_next fit` runs the demo; from a researcher's folder the `inception-next` script
+    (which puts its own folder first on sys.path, not the working one) finds their mixer as `python -m` does."""
     wheels, source = tmp_path / "wheels", tmp_path / "source"
     # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds, not into the checkout.
     shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
@@ -97,17 +101,22 @@ def test_a_regular_install_from_a_built_wheel_runs_the_demo_from_any_folder(tmp_
     (target / "dependencies.pth").write_text("\n".join(dependencies) + "\n")  # a plain path list: no editable finder
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere, research = tmp_path / "elsewhere", tmp_path / "research"
     elsewhere.mkdir()
     where = subprocess.run([str(python), "-c", "import inception_next; print(inception_next.__file__)"],
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(target))  # the wheel's copy, not the checkout
-    demo = subprocess.run([str(python), "-m", "inception_next", "fit", "--trainer.fast_dev_run", "1",
-                           "--data.img_size", "32", "--data.num_workers", "0", "--trainer.enable_progress_bar",
-                           "false"], cwd=elsewhere, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=""))
-    assert demo.returncode == 0, demo.stderr[-3000:]
-    assert (target / "inception_next" / "experiments" / "demo.yaml").is_file()
+    packaged = target / "inception_next" / "experiments"
+    config = write_research_folder(research, packaged)
+    small = ["--trainer.fast_dev_run", "1", "--data.img_size", "32", "--data.num_workers", "0",
+             "--trainer.enable_progress_bar", "false"]
+    script = target / "bin" / "inception-next"  # run by the new environment's python, as its own script would be
+    for folder, command in ((elsewhere, ["-m", "inception_next", "fit"]),
+                            (research, [str(script), "fit", "--config", str(config)])):
+        done = subprocess.run([str(python), *command, *small], cwd=folder, capture_output=True, text=True,
+                              timeout=600, env=dict(os.environ, PYTHONPATH=""))
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (packaged / "demo.yaml").is_file() and "from inception_next.commands import main" in script.read_text()
 
 
 LAYERS = ["inception_next.errors", "inception_next.deprecation", "inception_next.jobs", "inception_next.models",
@@ -118,8 +127,6 @@ TOP = ("inception_next.commands", "inception_next.__main__", "inception_next")  
 def package_imports(by_name=False):
     """{module: the package's modules it imports} (relative imports resolved, `from . import x` to module x); with
     `by_name`, also those a string names (an import by name, such as a moved name's new place)."""
-    import ast
-
     package = REPO / "inception_next"
     names = {".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
              for path in package.rglob("*.py")}
@@ -168,3 +175,45 @@ def test_each_layer_imports_only_the_layers_below_it():
              if layer(dep) is None or layer(dep) > layer(module)]
     assert not wrong
     assert graph["inception_next.deprecation"] == set() and graph["inception_next.jobs"] == set()
+
+
+THIRD_PARTY = ("torch", "lightning", "timm")
+
+
+def private_names(tree):
+    """Private names of torch, Lightning or timm a module reaches: imported, or by attribute from an import."""
+    roots, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update((alias.asname or alias.name).split(".")[0] for alias in node.names
+                         if alias.name.split(".")[0] in THIRD_PARTY)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in THIRD_PARTY:
+            found += [f"{node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_")]
+            found += [node.module] if any(part.startswith("_") for part in node.module.split(".")) else []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in roots:
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_every_room_can_be_read_and_uses_only_public_names():
+    """No class over 150 lines, no function over 60, no module over 750 (the model file may be longer: it reads as
+    the paper does); no private name of torch, Lightning or timm, in the package or its tests."""
+    too_big, private = [], []
+    for path in sorted([*(REPO / "inception_next").rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
+        text = path.read_text()
+        tree = ast.parse(text)
+        where = path.relative_to(REPO)
+        if len(text.splitlines()) > 750 and path.name != "inception_next.py" and "tests" not in path.parts:
+            too_big.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(tree):
+            limit = 150 if isinstance(node, ast.ClassDef) else 60 if isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+            if limit and "tests" not in path.parts and node.end_lineno - node.lineno + 1 > limit:
+                too_big.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+        private += [f"{where}: {name}" for name in private_names(tree)]
+    assert not too_big and not private

@@ -62,7 +62,8 @@ def device_from_old_settings(augment_on, decode_on):
         raise DatasetError("data.decode_on device: the crop, flip and RandAugment come after decoding; expected "
                            "data.augment_on device too")
     start = "decode" if decode_on == "device" else "randaugment" if augment_on == "device" else "normalize"
-    warn_renamed("data.augment_on and data.decode_on", f"data.device_from {start}")
+    given = [f"data.{name} {value}" for name, value in (("augment_on", augment_on), ("decode_on", decode_on)) if value]
+    warn_renamed(" and ".join(given), f"data.device_from {start}")
     return start
 
 

@@ -311,4 +311,4 @@ class AverageBatchNormAcrossRanks(Callback):
 
     def __init__(self):
         warn_renamed("the callback AverageBatchNormAcrossRanks", "nothing: ImageClassifier averages BatchNorm "
-                     "statistics across ranks itself")
+                     "statistics across ranks itself under DDP")

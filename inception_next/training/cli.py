@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data import ImageNetDataModule
+from ..data.module import device_from_old_settings
 from ..errors import UserError, own_message
 from ..models.factory import preprocessing
 from . import preemption, runs
@@ -117,11 +118,16 @@ def report_fit(trainer, experiment, seed):
                            global_step=trainer.global_step, final=metrics)
 
 
-def fill_preprocessing(settings):
-    """The data settings a config leaves unset (img_size, crop_pct, interpolation) from the model's variant."""
+def complete_data_settings(settings):
+    """The data settings a config leaves unset (img_size, crop_pct, interpolation) from the model's variant, and the
+    old spellings of data.device_from (augment_on, decode_on) as it."""
+    data = settings.data
+    if data.get("augment_on") is not None or data.get("decode_on") is not None:
+        data.device_from = device_from_old_settings(data.augment_on, data.decode_on)
+        data.augment_on = data.decode_on = None
     for key, value in preprocessing(settings.model.backbone).items():
-        if settings.data.get(key) is None:
-            settings.data[key] = value
+        if data.get(key) is None:
+            data[key] = value
 
 
 class InceptionNeXtCLI(LightningCLI):
@@ -174,7 +180,7 @@ class InceptionNeXtCLI(LightningCLI):
         self.config = parser.parse_args(args)
         self.subcommand = self.config.get("subcommand")
         settings = self.settings
-        fill_preprocessing(settings)
+        complete_data_settings(settings)
         self.start = runs.Start()
         if self.subcommand:
             self.start = runs.find_start(settings.ckpt_path, settings.trainer.default_root_dir, settings.experiment,

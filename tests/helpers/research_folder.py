@@ -21,8 +21,8 @@ MIXER = textwrap.dedent('''
             return self.conv(x)
     ''')
 
-EXPERIMENT = textwrap.dedent(f'''
-    extends: {EXPERIMENTS / "demo.yaml"}
+EXPERIMENT = textwrap.dedent('''
+    extends: {experiments}/demo.yaml
     model:
       backbone:
         name: atto_dilated
@@ -32,9 +32,9 @@ EXPERIMENT = textwrap.dedent(f'''
     ''')
 
 
-def write_research_folder(folder):
-    """my_mixers.py and dilated.yaml in `folder`; returns the YAML's path."""
+def write_research_folder(folder, experiments=EXPERIMENTS):
+    """my_mixers.py and dilated.yaml (extending `experiments`/demo.yaml) in `folder`; returns the YAML's path."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "my_mixers.py").write_text(MIXER)
-    (folder / "dilated.yaml").write_text(EXPERIMENT)
+    (folder / "dilated.yaml").write_text(EXPERIMENT.format(experiments=experiments))
     return folder / "dilated.yaml"
