@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from research_folder import write_research_folder
+from small_runs import SMALL
 
 from inception_next.commands import main
 from inception_next.training.config import EXPERIMENTS, ConfigError, config_chain
@@ -108,8 +109,7 @@ def test_a_regular_install_runs_the_demo_from_any_folder_and_finds_a_researchers
     assert where.startswith(str(target))  # the wheel's copy, not the checkout
     packaged = target / "inception_next" / "experiments"
     config = write_research_folder(research, packaged)
-    small = ["--trainer.fast_dev_run", "1", "--data.img_size", "32", "--data.num_workers", "0",
-             "--trainer.enable_progress_bar", "false"]
+    small = [*SMALL, "--trainer.fast_dev_run", "1"]
     script = target / "bin" / "inception-next"  # run by the new environment's python, as its own script would be
     for folder, command in ((elsewhere, ["-m", "inception_next", "fit"]),
                             (research, [str(script), "fit", "--config", str(config)])):

@@ -2,13 +2,12 @@
 one; checkpoints written before the layout changed still validate and resume."""
 
 import importlib
-import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from small_runs import demo_run
+from small_runs import cli, demo_run
 
 from inception_next.commands import main
 from inception_next.deprecation import RenamedWarning
@@ -46,9 +45,7 @@ def test_names_that_moved_import_from_their_old_module_with_a_warning(module, na
 
 def test_the_old_device_settings_become_device_from_in_one_warning_line(tmp_path):
     """As a user sees it: the command's one line on stderr, and the config it would run."""
-    done = subprocess.run([sys.executable, "-m", "inception_next", "fit", "--data.augment_on", "device",
-                           "--data.decode_on", "device", "--print_config"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = cli(["fit", "--data.augment_on", "device", "--data.decode_on", "device", "--print_config"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.splitlines() == ["warning: deprecated: data.augment_on device and data.decode_on device; use "
                                         "data.device_from decode instead"]

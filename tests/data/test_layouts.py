@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from imagenet_layouts import WNIDS, hf_schema, write_all
-from small_runs import ranks_split_the_data, resumes_exactly, run_flags
+from small_runs import SMALL, demo_run, ranks_split_the_data, resumes_exactly, run_flags, small_run
 
 from inception_next.commands import main
 from inception_next.data import (
@@ -30,7 +30,6 @@ from inception_next.data import (
 from inception_next.data import prepare as prepare_module
 from inception_next.data.prepare import prepare
 from inception_next.data.readers import archives
-from inception_next.training.config import EXPERIMENTS
 
 READABLE = ("folders", "kaggle", "parquet", "webdataset")
 
@@ -258,8 +257,7 @@ def test_a_broken_shard_is_one_line_naming_it(layout, break_it, message, layouts
     break_it(root)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["validate", "--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(root), "--data.classes",
-              str(WNIDS), "--data.img_size", "32", "--data.num_workers", "0", "--trainer.accelerator", "cpu"])
+        main(["validate", *demo_run(root, "--data.classes", str(WNIDS))])
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 1 and len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and re.search(message, err), err
@@ -398,8 +396,7 @@ def test_the_same_weights_score_the_same_on_every_layout_with_the_validation_spl
         if info.exists():
             info.write_text(info.read_text().replace('"train"', '"unused"'))
         record = tmp_path / f"{layout}.json"
-        main(["validate", "--data.root", str(root), "--ckpt_path", str(checkpoint), "--data.num_workers", "0",
-              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        main(["validate", "--data.root", str(root), "--ckpt_path", str(checkpoint), *SMALL,
               "--trainer.callbacks+=interruptions.RecordMetrics", f"--trainer.callbacks.path={record}"])
         scores[layout] = json.loads(record.read_text())
     for layout in READABLE:
@@ -416,8 +413,7 @@ def test_fit_and_predict_run_on_each_layout(layout, layouts, tmp_path, monkeypat
     checkpoint = tmp_path / "logs/demo/version_0/checkpoints/last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
     main(["predict", "--data.root", str(layouts[layout]), "--ckpt_path", str(checkpoint), "--data.predict_root",
-          str(layouts["folders"] / "val"), "--predict_csv", str(tmp_path / "out.csv"), "--trainer.accelerator",
-          "cpu", "--data.num_workers", "0"])
+          str(layouts["folders"] / "val"), "--predict_csv", str(tmp_path / "out.csv"), *SMALL])
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 13
 
 
@@ -441,8 +437,7 @@ def test_an_unreadable_validation_sample_stops_validate_with_one_line_from_a_loa
     name = corrupt_one_sample(root, "webdataset")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["validate", "--data.root", str(root), "--data.classes", str(WNIDS), "--data.num_workers", "1",
-              "--data.img_size", "32", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
+        main(["validate", *small_run(root, "--data.classes", str(WNIDS), "--data.num_workers", "1")])
     err = capsys.readouterr().err.strip().splitlines()
     assert stopped.value.code == 1
     assert err[-1] == f"error: {name}: unreadable image (not a format PIL recognises)"

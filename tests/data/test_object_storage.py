@@ -16,12 +16,11 @@ from pathlib import Path
 import boto3
 import pytest
 from imagenet_layouts import WNIDS, write_all
-from small_runs import ranks_split_the_data, resumes_exactly
+from small_runs import demo_run, ranks_split_the_data, resumes_exactly
 
 from inception_next.commands import main
 from inception_next.data import DatasetError, ImageNetDataModule, object_store
 from inception_next.data.prepare import prepare
-from inception_next.training.config import EXPERIMENTS
 
 pytestmark = pytest.mark.slow
 KEY, SECRET = "inception-next-tests", "not-a-real-secret"
@@ -125,8 +124,7 @@ def test_ddp_ranks_read_disjoint_samples_from_s3_and_validate_each_once(uploaded
 def refused(root, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        main(["validate", "--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", root, "--data.img_size", "32",
-              "--data.num_workers", "0", "--trainer.accelerator", "cpu"])
+        main(["validate", *demo_run(root)])
     err = capsys.readouterr().err.strip()
     assert stopped.value.code == 1 and len(err.splitlines()) == 1, err
     return err

@@ -56,24 +56,32 @@ class KillAt(Callback):
     - `step:N`: as optimizer step N begins;
     - `epoch_end:E`: after epoch E has ended and its last.ckpt is saved, before the next epoch's first batch;
     - `validation:E`: in the middle of epoch E's validation (its second batch);
-    - `save:N`: in the middle of writing the first checkpoint saved from step N on (half of the file written)."""
+    - `save:N`: in the middle of writing the first checkpoint saved from step N on (half of the file written).
+    With `once` (a file's path), only the first run that reaches the moment dies: it leaves that file."""
 
-    def __init__(self, moment: str):
+    def __init__(self, moment: str, once: str | None = None):
         kind, value = moment.split(":")
-        self.kind, self.value = kind, int(value)
+        self.kind, self.value, self.once = kind, int(value), once
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.kind == "step" and trainer.global_step == self.value:
-            die()
+            self.die()
+
+    def die(self):
+        if self.once is not None:
+            if Path(self.once).exists():
+                return
+            Path(self.once).touch()
+        die()
 
     def on_train_epoch_start(self, trainer, pl_module):
         if self.kind == "epoch_end" and trainer.current_epoch == self.value + 1:
-            die()
+            self.die()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if (self.kind == "validation" and not trainer.sanity_checking and trainer.current_epoch == self.value
                 and batch_idx == 1):
-            die()
+            self.die()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.kind == "save" and trainer.global_step >= self.value:

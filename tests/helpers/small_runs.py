@@ -1,10 +1,13 @@
 """What the tests share to run the package's commands small: the flags of a small CPU run, a command in its own
 process, and readers of what a run leaves behind. Test files in any folder import it (pyproject's `pythonpath`)."""
 
+import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,11 +17,15 @@ from inception_next.training.config import EXPERIMENTS
 HELPERS = Path(__file__).parent  # commands the tests start get this folder on PYTHONPATH
 
 
+# The flags of a small CPU run, for any experiment: 32 px images, batches of 4, no loader workers, one CPU device, no
+# progress bar. Later flags override them.
+SMALL = ["--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
+         "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"]
+
+
 def small_run(dataset, *extra):
-    """Flags that point any experiment at a generated dataset: 32 px images, batches of 4, no loader workers, one
-    CPU device, no progress bar."""
-    return ["--data.root", str(dataset), "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", *extra]
+    """SMALL, on a generated dataset."""
+    return ["--data.root", str(dataset), *SMALL, *extra]
 
 
 def demo_run(dataset, *extra):
@@ -34,11 +41,53 @@ def run_flags(dataset, *extra):
                     "--trainer.log_every_n_steps", "1", *extra)
 
 
-def cli(args, cwd, check=True, env=None):
-    """`python -m inception_next ARGS` in its own process, with the tests' callbacks (interruptions.py) importable."""
+# Commands run in processes of their own are forked from a server that has imported the package once (about 6 s of
+# imports a process on 2 cores): the process is the command's alone, as `python -m inception_next` would make it, and
+# dies of its own signals. Runs of several ranks are real `python -m` processes (DDP's launcher starts the other
+# ranks from the command line), and so are those that need the interpreter's exit (`fresh`: a logger that finishes
+# its run in an atexit hook).
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(["inception_next.commands", "interruptions"])
+# A new interpreter's sys.path after the script's own folder: a forked command's, after its working folder and
+# PYTHONPATH, whatever the server's was.
+INTERPRETER_PATH = json.loads(subprocess.run(
+    [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"], env={}, capture_output=True,
+    text=True, check=True).stdout)
+
+
+def run_command(args, cwd, env, out, err):
+    """In a forked process: the command as `python -m inception_next ARGS` runs it, its output to files."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = [cwd, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep)), *INTERPRETER_PATH]
+    multiprocessing.set_start_method("fork", force=True)  # the platform's, as the command's loader workers expect
+    for stream, path in ((1, out), (2, err)):
+        with open(path, "w") as handle:
+            os.dup2(handle.fileno(), stream)
+    sys.argv = [sys.executable, *args]
+    from inception_next.commands import main
+
+    main(list(args))
+
+
+def cli(args, cwd, check=True, env=None, fresh=False):
+    """`python -m inception_next ARGS` in its own process, with the tests' callbacks (interruptions.py) importable;
+    a CompletedProcess (returncode negative for a signal, as subprocess's)."""
     env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    if fresh or any("ddp" in arg for arg in args):
+        done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=300)
+    else:
+        with tempfile.TemporaryDirectory(prefix="command-") as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            process = FORKS.Process(target=run_command, args=(list(args), str(cwd), env, str(out), str(err)))
+            process.start()
+            process.join(300)
+            if process.is_alive():
+                process.kill()
+                raise TimeoutError(f"inception_next {' '.join(args)}: still running after 300 s")
+            done = subprocess.CompletedProcess(args, process.exitcode, out.read_text(), err.read_text())
     assert done.returncode == 0 or not check, done.stderr[-3000:]
     return done
 

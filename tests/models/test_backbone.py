@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from random_weights import HIERARCHICAL, randomise_
+from small_runs import SMALL
 from timm.optim import param_groups_layer_decay
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork
@@ -145,7 +146,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
     weights = tmp_path / "atto.pth"
     torch.save(randomise_(create_model("inception_next_atto")).state_dict(), weights)
     for fold in ([], ["--fold"]):
-        difference = export(["--model", "inception_next_atto", "--weights", str(weights), "--img-size", "64",
+        difference = export(["--model", "inception_next_atto", "--weights", str(weights), "--img_size", "64",
                              "--output", str(tmp_path / "atto.onnx"), *fold])
         assert difference is not None and difference < 1e-4
 
@@ -165,8 +166,7 @@ def test_predict_with_released_weights_names_imagenet_classes_without_data(tmp_p
     for i in range(3):
         Image.new("RGB", (80, 60), (40 * i, 90, 200)).save(images / f"{i}.jpg")
     main(["predict", "--model.pretrained", str(released_weights(tmp_path / "released.pth")),
-          "--data.predict_root", str(images), "--predict_csv", str(tmp_path / "out.csv"),
-          "--trainer.enable_progress_bar", "false", "--data.num_workers", "0"])
+          "--data.predict_root", str(images), "--predict_csv", str(tmp_path / "out.csv"), *SMALL])
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     imagenet = set(timm.data.ImageNetInfo().label_descriptions())
     assert len(rows) == 3 and all(row["class1"] in imagenet for row in rows)
@@ -185,8 +185,7 @@ def test_a_1000_class_checkpoint_predicts_imagenet_names_and_refuses_other_data(
         for folder, synset in zip(sorted((tiny_dataset / split).iterdir()), synsets[:3]):
             shutil.copytree(folder, data / split / synset)
     monkeypatch.chdir(tmp_path)
-    demo = ["--config", str(EXPERIMENTS / "demo.yaml"), "--data.img_size", "32", "--data.batch_size", "4",
-            "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]
+    demo = ["--config", str(EXPERIMENTS / "demo.yaml"), *SMALL]
     main(["fit", *demo, "--data.root", str(data), "--data.classes", json.dumps(synsets), "--trainer.max_epochs",
           "1", "--save_every_n_steps", "null"])
     last = next((tmp_path / "logs").rglob("last.ckpt"))

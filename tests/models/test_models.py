@@ -2,6 +2,7 @@ import pytest
 import timm
 import torch
 from random_weights import HIERARCHICAL, randomise_
+from small_runs import demo_run
 from timm.utils import reparameterize_model
 
 import inception_next
@@ -202,21 +203,18 @@ def test_a_variant_registered_without_paper_figures_works_everywhere(tiny_datase
         register,
     )
     from inception_next.tools import benchmark
-    from inception_next.training.config import EXPERIMENTS
 
     register("inception_next_pico", Variant(MetaNeXt, dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))))
     try:
         forward_backward(create_model("inception_next_pico", num_classes=3))
         row = next(r for r in benchmark.macs_table() if r["model"] == "inception_next_pico")
         assert row["paper_params_m"] is None and row["params_m"] > 0
-        speed = benchmark.main(["--models", "inception_next_pico", "--device", "cpu", "--batch-size", "2",
-                                "--img-size", "32", "--warmup", "0", "--iters", "1", "--no-chart",
+        speed = benchmark.main(["--models", "inception_next_pico", "--device", "cpu", "--batch_size", "2",
+                                "--img_size", "32", "--warmup", "0", "--iters", "1", "--no_chart",
                                 "--out", str(tmp_path / "bench")])
         assert speed[0]["paper_a100_train"] is None and speed[0]["train_img_s"] > 0
         monkeypatch.chdir(tmp_path)
-        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), "--model.backbone", "inception_next_pico",
-              "--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.batch_size", "4",
-              "--data.num_workers", "0", "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false"])
+        main(["fit", *demo_run(tiny_dataset, "--model.backbone", "inception_next_pico", "--trainer.fast_dev_run", "1")])
     finally:
         VARIANTS.pop("inception_next_pico")
 

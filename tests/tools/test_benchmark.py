@@ -7,8 +7,8 @@ from inception_next.tools.benchmark import main
 
 
 def test_benchmark_runs_in_small_mode_and_writes_its_files(tmp_path, capsys):
-    rows = main(["--models", "inception_next_atto", "timm:inception_next_atto", "--device", "cpu", "--batch-size", "2",
-                 "--img-size", "32", "--warmup", "1", "--iters", "1", "--fold", "--precision", "fp32",
+    rows = main(["--models", "inception_next_atto", "timm:inception_next_atto", "--device", "cpu", "--batch_size", "2",
+                 "--img_size", "32", "--warmup", "1", "--iters", "1", "--fold", "--precision", "fp32",
                  "--out", str(tmp_path)])
     assert [r["model"] for r in rows] == ["inception_next_atto", "timm:inception_next_atto"]
     assert all(r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["folded_infer_img_s"] > 0 for r in rows)
@@ -24,8 +24,8 @@ def test_benchmark_runs_in_small_mode_and_writes_its_files(tmp_path, capsys):
 
 
 def test_paper_figures_sit_beside_a_run_at_their_size_and_cpu_runs_are_not_labelled_tf32(tmp_path):
-    rows = main(["--models", "inception_next_atto", "--device", "cpu", "--batch-size", "1", "--warmup", "0",
-                 "--iters", "1", "--out", str(tmp_path), "--no-chart"])
+    rows = main(["--models", "inception_next_atto", "--device", "cpu", "--batch_size", "1", "--warmup", "0",
+                 "--iters", "1", "--out", str(tmp_path), "--no_chart"])
     assert rows[0]["img_size"] == 224 and rows[0]["paper_a100_train"] == 2661
     assert rows[0]["precision"] == "fp32"
     with pytest.raises(SystemExit, match="--precision tf32: TF32 is a CUDA setting"):
@@ -33,7 +33,7 @@ def test_paper_figures_sit_beside_a_run_at_their_size_and_cpu_runs_are_not_label
 
 
 def test_macs_only_reproduces_the_paper_table(tmp_path, capsys):
-    rows = main(["--macs-only", "--out", str(tmp_path)])
+    rows = main(["--macs_only", "--out", str(tmp_path)])
     assert [r["model"] for r in rows] == list_models()
     tiny = next(r for r in rows if r["model"] == "inception_next_tiny")
     assert (tiny["params_m"], tiny["macs_g"]) == (28.06, 4.19)
@@ -48,8 +48,8 @@ def test_unknown_model_is_one_clear_error():
 def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
     from inception_next.tools.data_benchmark import main as benchmark_data
 
-    rows = benchmark_data(["--root", str(tiny_dataset), "--img-size", "32", "--images", "4", "--rounds", "1",
-                           "--batch-size", "2", "--loader-workers", "2"])
+    rows = benchmark_data(["--root", str(tiny_dataset), "--img_size", "32", "--images", "4", "--rounds", "1",
+                           "--batch_size", "2", "--loader_workers", "2"])
     assert [r["transform"] for r in rows] == ["train", "train, RA on device", "train, decoded on device", "eval"]
     assert [r["images"] for r in rows] == [6, 6, 6, 6]  # worker 1 of 2: batches 0, 2, 4 of 2 images; eval: every batch
     assert all(r["ours_img_s"] > 0 and r["bare_timm_img_s"] > 0 for r in rows)
@@ -59,8 +59,8 @@ def test_data_benchmark_times_ours_beside_bare_timm(tiny_dataset, capsys):
 def test_data_benchmark_compares_the_same_photographs_in_every_layout(capsys):
     from inception_next.tools.data_benchmark import main as benchmark_data
 
-    rows = benchmark_data(["--layouts", "--img-size", "32", "--images", "4", "--rounds", "1", "--batch-size", "2",
-                           "--loader-workers", "2"])
+    rows = benchmark_data(["--layouts", "--img_size", "32", "--images", "4", "--rounds", "1", "--batch_size", "2",
+                           "--loader_workers", "2"])
     layouts = ("folders", "parquet", "webdataset", "litdata")
     assert [(r["layout"], r["transform"]) for r in rows] == [
         (layout, transform) for transform in ("train", "train, RA on device", "train, decoded on device", "eval")

@@ -41,11 +41,11 @@ def test_a_sweep_runs_every_seed_resumes_interrupted_runs_skips_finished_ones_an
     monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` does, for report here
     configs, logs = experiments(tmp_path), tmp_path / "logs"
     flags = [*map(str, configs), "--seeds", "0", "1", *tiny_flags(tiny_dataset, logs)]
-    with pytest.raises(SystemExit, match="4 run\\(s\\) failed"):  # each killed at step 3 (last.ckpt from step 2)
-        sweep.main([*flags, "--trainer.callbacks+=interruptions.KillAt", "--trainer.callbacks.moment=step:3"])
-    resumed = sweep.main(flags)
-    assert [name for name, _, _ in resumed] == ["base/seed0", "base/seed1", "dilated/seed0", "dilated/seed1"]
-    for name, _, seed in resumed:
+    with pytest.raises(SystemExit, match="1 run\\(s\\) failed: base/seed0"):  # killed at step 3 (saved: step 2)
+        sweep.main([*flags, "--trainer.callbacks+=interruptions.KillAt", "--trainer.callbacks.moment=step:3",
+                    f"--trainer.callbacks.once={tmp_path / 'killed'}"])  # the others run to their end
+    assert [name for name, _, _ in sweep.main(flags)] == ["base/seed0"]  # resumed; the finished ones skipped
+    for name, _, seed in sweep.sweep_runs(configs, [0, 1]):
         runs = list((logs / name).iterdir())
         assert [run.name for run in runs] == ["version_0"]  # resumed in place, not started again
         checkpoint = torch.load(runs[0] / "checkpoints/last.ckpt", weights_only=False)
@@ -79,7 +79,7 @@ def test_the_slurm_path_builds_one_job_per_run_with_its_command_and_resources(tm
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     configs = experiments(tmp_path)
     jobs = sweep.main([str(configs[0]), "--seeds", "0", "1", "--slurm", "--gpus", "8", "--nodes", "2",
-                       "--cpus-per-task", "6", "--timeout-min", "600", "--partition", "gpu",
+                       "--cpus_per_task", "6", "--timeout_min", "600", "--partition", "gpu",
                        "--trainer.default_root_dir", str(tmp_path / "logs"), "--data.root", "/datasets/imagenet"])
     assert [name for name, _, _ in jobs] == ["base/seed0", "base/seed1"]
     command = jobs[0][2]

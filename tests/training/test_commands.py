@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 import yaml
-from small_runs import demo_run
+from small_runs import SMALL, demo_run, small_run
 
 from inception_next import create_model
 from inception_next.commands import main
@@ -85,10 +85,8 @@ def test_ckpt_path_best_without_a_run_is_one_line(tiny_dataset, tmp_path, monkey
 def test_print_config_shows_what_the_same_command_runs(flags, tiny_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = [flag.replace("{data}", str(tiny_dataset)) for flag in flags]
-    small = ["--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.accelerator",
-             "cpu", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
-             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--model.backbone",
-             "inception_next_atto", "--trainer.precision", "32-true"]
+    small = [*SMALL, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches",
+             "1", "--model.backbone", "inception_next_atto", "--trainer.precision", "32-true"]
     if not flags:
         small += ["--data.root", str(tiny_dataset)]
     with pytest.raises(SystemExit):
@@ -129,9 +127,7 @@ def test_a_fine_tuned_runs_checkpoints_stand_without_the_weights_file(tiny_datas
 def test_evaluation_takes_any_batch_size_whatever_the_recipes_global_batch(tiny_dataset, tmp_path, monkeypatch,
                                                                             capsys):
     monkeypatch.chdir(tmp_path)
-    small = ["--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.num_workers", "0",
-             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.precision",
-             "32-true", "--model.backbone", "inception_next_atto"]
+    small = small_run(tiny_dataset, "--trainer.precision", "32-true", "--model.backbone", "inception_next_atto")
     for command in ("validate", "test"):
         main([command, "--config", str(EXPERIMENTS / "tiny.yaml"), *small, "--data.batch_size", "5"])
         assert "val/top1" in capsys.readouterr().out or command == "test"

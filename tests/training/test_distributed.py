@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from small_runs import HELPERS
+from small_runs import HELPERS, small_run
 
 from inception_next.training.config import EXPERIMENTS
 
@@ -59,9 +59,8 @@ def test_predict_under_ddp_writes_one_file_with_each_image_once(tiny_dataset, tm
     output = tmp_path / "predictions.csv"
     done = subprocess.run(
         [sys.executable, "-m", "inception_next", "predict", "--config", str(EXPERIMENTS / "demo.yaml"),
-         "--data.root", str(tiny_dataset), "--data.img_size", "32", "--data.batch_size", "2", "--data.num_workers",
-         "0", "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-         "--trainer.enable_progress_bar", "false", "--data.predict_root", str(tiny_dataset / "val"),
+         *small_run(tiny_dataset, "--data.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
+         "--data.predict_root", str(tiny_dataset / "val"),
          "--predict_csv", str(output)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-3000:]

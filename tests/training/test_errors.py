@@ -1,11 +1,10 @@
 """A user's mistake is one line naming the setting and what was expected, a non-zero exit, and no traceback."""
 
-import subprocess
 import sys
 
 import pytest
 import torch
-from small_runs import demo_run
+from small_runs import cli, demo_run
 
 from inception_next.commands import main
 from inception_next.data import demo as demo_data
@@ -65,8 +64,7 @@ def test_a_dataset_of_one_class_is_one_line(one_class_dataset, tmp_path, monkeyp
 
 
 def test_a_wrong_type_prints_no_usage_dump(tiny_dataset, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "inception_next", "fit", *demo_run(tiny_dataset),
-                           "--model.lr_per_1024", "abc"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = cli(["fit", *demo_run(tiny_dataset), "--model.lr_per_1024", "abc"], cwd=tmp_path, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --model.lr_per_1024 abc: expected float"
 

@@ -64,7 +64,7 @@ def kill_and_resume(dataset, cwd, logger, env=None):
     flags = run_flags(dataset, "--trainer.max_epochs", "2", "--ckpt_path", "last", *logger)
     killed = cli(["fit", *flags, *KILL_AT_STEP_3], cwd=cwd, check=False, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    return cli(["fit", *flags], cwd=cwd, env=env)
+    return cli(["fit", *flags], cwd=cwd, env=env, fresh=True)  # the logger finishes its run as the interpreter exits
 
 
 def check_run_folder(cwd):

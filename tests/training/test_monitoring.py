@@ -4,6 +4,7 @@ import os
 
 import pytest
 import yaml
+from small_runs import demo_run, small_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -17,11 +18,8 @@ def events(tiny_dataset, tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(run_dir)
     try:
-        main(["fit", "--config", str(EXPERIMENTS / "demo.yaml"), "--data.root", str(tiny_dataset),
-              "--data.img_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
-              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
-              "--trainer.log_every_n_steps", "2", "--model.ema_decay", "0.9", "--model.mixup", "0.8",
-              "--model.cutmix", "1.0"])
+        main(["fit", *demo_run(tiny_dataset, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "2",
+                               "--model.ema_decay", "0.9", "--model.mixup", "0.8", "--model.cutmix", "1.0")])
     finally:
         os.chdir(cwd)
     accumulator = EventAccumulator(str(run_dir / "logs" / "demo" / "version_0"), size_guidance={"scalars": 0})
@@ -79,9 +77,8 @@ def test_the_default_callbacks_are_defaults_a_yaml_replaces(tiny_dataset, tmp_pa
     own = tmp_path / "own.yaml"
     own.write_text(f"extends: {EXPERIMENTS / 'demo.yaml'}\ntrainer:\n  callbacks:\n"
                    "  - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n")
-    main(["fit", "--config", str(own), *flags, "--data.img_size", "32", "--data.batch_size", "4",
-          "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-          "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1"])
+    main(["fit", "--config", str(own), *small_run(tiny_dataset, "--trainer.default_root_dir", str(tmp_path / "logs"),
+                                                  "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1")])
     run = tmp_path / "logs" / "own" / "version_0"
     accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
     accumulator.Reload()

@@ -45,8 +45,8 @@ def test_an_own_mixer_runs_through_every_command_from_its_checkpoint(tiny_datase
                                 str(tiny_dataset / "val"), "--predict_csv", str(tmp_path / "predictions.csv"))])
     assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 1 + 12
     assert export(["--ckpt_path", str(last), "--output", str(tmp_path / "dilated.onnx")]) < 1e-4
-    measured = benchmark.main(["--config", "dilated.yaml", "--img-size", "32", "--batch-size", "4", "--warmup", "1",
-                               "--iters", "1", "--no-chart", "--out", str(tmp_path / "benchmark")])
+    measured = benchmark.main(["--config", "dilated.yaml", "--img_size", "32", "--batch_size", "4", "--warmup", "1",
+                               "--iters", "1", "--no_chart", "--out", str(tmp_path / "benchmark")])
     assert [row["model"] for row in measured] == ["inception_next_atto", "dilated"]
     assert measured[0]["params_m"] != measured[1]["params_m"] and measured[1]["train_img_s"] > 0
 

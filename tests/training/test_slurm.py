@@ -105,7 +105,7 @@ def test_a_sweep_runs_on_the_cpu_partition_and_a_requeued_job_resumes_in_place(c
     config, flags = flags[1], flags[2:]  # the sweep gives each run its config and seed
     env = dict(cluster.env, PYTHONPATH=str(HELPERS))
     submitted = subprocess.run([sys.executable, "-m", "inception_next", "sweep", config, "--seeds", "0", "1",
-                                "--slurm", "--partition", "cpu", "--cpus-per-task", "1", "--timeout-min", "10",
+                                "--slurm", "--partition", "cpu", "--cpus_per_task", "1", "--timeout_min", "10",
                                 *flags], env=env, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     jobs = [line.rsplit(" ", 1)[1] for line in submitted.stdout.splitlines() if ": SLURM job " in line]

@@ -1,7 +1,5 @@
 import csv
 import math
-import subprocess
-import sys
 
 import lightning as L
 import pytest
@@ -9,6 +7,7 @@ import torch
 import yaml
 from expected_lr import per_step_lr
 from interruptions import RecordLR
+from small_runs import cli
 from small_runs import small_run as small_cpu_run
 
 from inception_next.commands import main
@@ -183,9 +182,8 @@ def test_predict_writes_top5_csv(tiny_dataset, tmp_path, monkeypatch):
 
 
 def test_without_imagenet_tiny_stops_at_once_with_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "inception_next", "fit", "--config",
-                             str(EXPERIMENTS / "tiny.yaml"), "--data.root", str(tmp_path / "imagenet")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = cli(["fit", "--config", str(EXPERIMENTS / "tiny.yaml"), "--data.root", str(tmp_path / "imagenet")],
+                 cwd=tmp_path, check=False)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: data.root") and str(tmp_path / "imagenet") in last
