@@ -42,7 +42,8 @@ DEFAULT_CALLBACKS = [f"inception_next.training.callbacks.{name}" for name in (
     "UnreadableFilesReport", "FirstBatchImages", "LayerScaleMagnitudes", "HParamsWithMetrics", "TrainingThroughput")]
 EVALUATION = ("validate", "test", "predict")
 
-__all__ = ["InceptionNeXtCLI", "CountingLimitsTrainer", "SaveFitConfig", "main", "resolved_config", "LoggerError"]
+__all__ = ["InceptionNeXtCLI", "CountingLimitsTrainer", "SaveFitConfig", "main", "parsed_command", "resolved_config",
+           "LoggerError"]
 
 
 class CountingLimitsTrainer(L.Trainer):
@@ -298,17 +299,23 @@ CLI_SETTINGS = dict(trainer_class=CountingLimitsTrainer, save_config_callback=Sa
                     auto_configure_optimizers=False)
 
 
-def resolved_config(path, *flags):
-    """An experiment (a YAML file) as `fit` resolves it, as a dict: its `extends` chain, every default and the
-    model's preprocessing. A config that does not parse raises its ArgumentError or UserError."""
+def parsed_command(args):
+    """The config a command (`fit ...`, `validate ...`) would run, as a dict, without running it: its experiment's
+    `extends` chain, every default, the model's preprocessing, the checkpoint it starts from. A command that does not
+    parse raises its ArgumentError or UserError."""
     strict = {"exit_on_error": False}
     try:
-        ConfigReader(ImageClassifier, ImageNetDataModule, args=["fit", "--config", str(path), *flags],
+        ConfigReader(ImageClassifier, ImageNetDataModule, args=list(args),
                      parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}},
                      **CLI_SETTINGS)
     except ConfigReader.Resolved as resolved:
         return resolved.config
     raise AssertionError("ConfigReader always stops after parsing")
+
+
+def resolved_config(path, *flags):
+    """An experiment (a YAML file) as `fit` resolves it (see `parsed_command`)."""
+    return parsed_command(["fit", "--config", str(path), *flags])
 
 
 def one_line(parse_error):
