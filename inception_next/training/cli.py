@@ -131,6 +131,16 @@ def complete_data_settings(settings):
             data[key] = value
 
 
+def evaluate_as_trained(settings):
+    """Evaluation labels and prepares images as the weights were trained: a checkpoint's classes and preprocessing,
+    or for released ImageNet weights without a dataset, ImageNet's (`checkpoints.evaluation_data_settings`)."""
+    data = settings.data
+    trained = evaluation_data_settings(settings.ckpt_path, settings.model.pretrained, settings.model.backbone,
+                                       has_data=data.root is not None or data.classes is not None)
+    for key, value in trained.items():
+        data[key] = value
+
+
 class InceptionNeXtCLI(LightningCLI):
     """Parses a command (its experiment's `extends` chain, the demo's when it names none) and wires its run: the
     checkpoint it starts from, evaluation as the weights were trained, the run folder, the callbacks and plugins
@@ -188,12 +198,7 @@ class InceptionNeXtCLI(LightningCLI):
                                          fit=self.subcommand == "fit")
             settings.ckpt_path = self.start.checkpoint
         if self.subcommand in EVALUATION:
-            data = settings.data
-            for key, value in evaluation_data_settings(settings.ckpt_path, settings.model.pretrained,
-                                                       settings.model.backbone,
-                                                       has_data=data.root is not None or data.classes is not None
-                                                       ).items():
-                data[key] = value
+            evaluate_as_trained(settings)
         if printing:  # what the command would run: LightningCLI's own --print_config, after the steps above
             print(yaml.safe_dump(self.resolved(skip_none="skip_null" in printing[0]), sort_keys=False), end="")
             sys.exit(0)
