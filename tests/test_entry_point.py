@@ -72,6 +72,25 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: --config {loop}: `extends` loops back to itself"
 
 
+def test_a_config_found_nowhere_is_one_line_naming_the_nearest_packaged_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", "experiments/tinny.yaml"])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --config experiments/tinny.yaml: no such file, nor a packaged experiment of that "
+                          "name; expected a YAML file or a packaged experiment (tiny, "), err
+
+
+def test_a_file_where_the_command_runs_wins_over_the_packaged_one_of_its_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny.yaml").write_text("extends: tiny.yaml\nexperiment: mine\n")  # the packaged
+    config = printed_config(["fit", "--config", "experiments/tiny.yaml"], capsys)
+    assert config["experiment"] == "mine" and config["model"]["backbone"] == "inception_next_tiny"
+    assert printed_config(["fit", "--config", "ablations/table8/no_square"], capsys)["experiment"] == "no_square"
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -81,10 +100,11 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.slow
-def test_a_regular_install_runs_the_demo_from_any_folder_and_finds_a_researchers_mixer_either_way(tmp_path):
+def test_a_regular_install_runs_packaged_experiments_from_any_folder_and_a_researchers_own(tmp_path):
     """`pip install .` (not editable): the experiments ship inside the package. The wheel goes into a new
     environment that borrows this one's dependencies (torch and the rest) but not its editable install. From an
-    empty folder `python -m inception_next fit` runs the demo; from a researcher's folder the `inception-next` script
+    empty folder `--config experiments/debug.yaml` and `--config debug` are the packaged experiment; in a
+    researcher's folder holding an experiments/debug.yaml of their own, theirs wins, and the `inception-next` script
     (which puts its own folder first on sys.path, not the working one) finds their mixer as `python -m` does."""
     wheels, source = tmp_path / "wheels", tmp_path / "source"
     # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds, not into the checkout.
@@ -108,15 +128,28 @@ def test_a_regular_install_runs_the_demo_from_any_folder_and_finds_a_researchers
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(target))  # the wheel's copy, not the checkout
     packaged = target / "inception_next" / "experiments"
-    config = write_research_folder(research, packaged)
-    small = [*SMALL, "--trainer.fast_dev_run", "1"]
+    (research / "experiments").mkdir(parents=True)  # a file of the packaged one's name, which wins here
+    (research / "experiments" / "debug.yaml").write_text(write_research_folder(research, packaged).read_text())
     script = target / "bin" / "inception-next"  # run by the new environment's python, as its own script would be
-    for folder, command in ((elsewhere, ["-m", "inception_next", "fit"]),
-                            (research, [str(script), "fit", "--config", str(config)])):
-        done = subprocess.run([str(python), *command, *small], cwd=folder, capture_output=True, text=True,
-                              timeout=600, env=dict(os.environ, PYTHONPATH=""))
-        assert done.returncode == 0, done.stderr[-3000:]
-    assert (packaged / "demo.yaml").is_file() and "from inception_next.commands import main" in script.read_text()
+    runs = {"packaged, from an empty folder": (elsewhere, ["-m", "inception_next", "fit", "--config",
+                                                          "experiments/debug.yaml", *SMALL, "--trainer.fast_dev_run",
+                                                          "1"]),
+            "by its short name": (elsewhere, ["-m", "inception_next", "fit", "--config", "debug", "--print_config"]),
+            "the script, a local file of the same name": (research, [str(script), "fit", "--config",
+                                                                     "experiments/debug.yaml", *SMALL,
+                                                                     "--trainer.max_epochs", "1",
+                                                                     "--trainer.limit_train_batches", "2"])}
+    done = {how: subprocess.run([str(python), *command], cwd=folder, capture_output=True, text=True, timeout=600,
+                                env=dict(os.environ, PYTHONPATH="")) for how, (folder, command) in runs.items()}
+    for how, result in done.items():
+        assert result.returncode == 0, (how, result.stderr[-3000:])
+    said = f"--config experiments/debug.yaml: the packaged experiment {packaged / 'debug.yaml'}"
+    assert said in done["packaged, from an empty folder"].stderr
+    assert yaml.safe_load(done["by its short name"].stdout)["experiment"] == "debug"
+    assert "packaged experiment" not in done["the script, a local file of the same name"].stderr.split("extends")[0]
+    trained = yaml.safe_load((research / "logs" / "debug" / "version_0" / "config.yaml").read_text())
+    assert trained["model"]["backbone"]["token_mixer"] == "my_mixers.DilatedBand"  # the local file, its own mixer
+    assert "from inception_next.commands import main" in script.read_text()
 
 
 LAYERS = ["inception_next.errors", "inception_next.deprecation", "inception_next.jobs", "inception_next.models",
@@ -174,7 +207,7 @@ def test_each_layer_imports_only_the_layers_below_it():
     wrong = [(module, dep) for module, deps in graph.items() if module not in TOP for dep in deps
              if layer(dep) is None or layer(dep) > layer(module)]
     assert not wrong
-    assert graph["inception_next.deprecation"] == set() and graph["inception_next.jobs"] == set()
+    assert all(graph[f"inception_next.{bottom}"] == set() for bottom in ("deprecation", "jobs"))
 
 
 THIRD_PARTY = ("torch", "lightning", "timm")

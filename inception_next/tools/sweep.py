@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..deprecation import add_flag
 from ..training import runs
+from ..training.config import ConfigError, find_experiments
 
 FIT_SAVE_TIMEOUT_S = 60  # how long a signalled job waits for its fit to save and exit before it requeues
 
@@ -106,7 +107,8 @@ def slurm_executor(args, folder):
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m inception_next sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+", type=Path, help="experiment YAMLs")
+    parser.add_argument("configs", nargs="+", help="experiment YAMLs, or packaged experiments by name (tiny, "
+                        "experiments/ablations/table8/no_square.yaml, 'ablations/table8/*')")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--slurm", action="store_true", help="submit each run as a SLURM job (submitit)")
     parser.add_argument("--gpus", type=int, default=0, help="with --slurm: GPUs per node, one task each; 0 (the "
@@ -117,9 +119,10 @@ def parse(argv):
              "that reaches it saves, requeues itself and continues")
     parser.add_argument("--partition", default=None, help="with --slurm")
     args, extra = parser.parse_known_args(argv)
-    missing = [str(c) for c in args.configs if not c.is_file()]
-    if missing:
-        parser.exit(2, f"error: {', '.join(missing)}: no such file; expected experiment YAMLs\n")
+    try:
+        args.configs = find_experiments(args.configs, "sweep")
+    except ConfigError as error:
+        parser.exit(2, f"error: {error}\n")
     for flag, least in (("gpus", 0), ("nodes", 1), ("cpus_per_task", 1), ("timeout_min", 1)):
         if getattr(args, flag) < least:
             parser.exit(2, f"error: --{flag} {getattr(args, flag)}: expected an integer of at least "
