@@ -152,7 +152,8 @@ def test_a_regular_install_runs_packaged_experiments_from_any_folder_and_a_resea
     assert "from inception_next.commands import main" in script.read_text()
 
 
-LAYERS = ["inception_next.errors", "inception_next.deprecation", "inception_next.jobs", "inception_next.models",
+LAYERS = ["inception_next.errors", "inception_next.deprecation", "inception_next.jobs", "inception_next.progress",
+          "inception_next.models",
           "inception_next.data", "inception_next.training", "inception_next.tools"]  # bottom to top
 TOP = ("inception_next.commands", "inception_next.__main__", "inception_next")  # the front door: anything
 
@@ -200,14 +201,14 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_each_layer_imports_only_the_layers_below_it():
-    """errors, deprecation, jobs < models (pure torch) < data < training < tools < the front door (commands), by
-    import or by a module's name in a string; no exception."""
+    """errors, deprecation, jobs, progress < models (pure torch) < data < training < tools < the front door
+    (commands), by import or by a module's name in a string; no exception."""
     graph = package_imports(by_name=True)
     assert {module for module in graph if layer(module) is None} == set(TOP)
     wrong = [(module, dep) for module, deps in graph.items() if module not in TOP for dep in deps
              if layer(dep) is None or layer(dep) > layer(module)]
     assert not wrong
-    assert all(graph[f"inception_next.{bottom}"] == set() for bottom in ("deprecation", "jobs"))
+    assert all(graph[f"inception_next.{bottom}"] == set() for bottom in ("deprecation", "jobs", "progress"))
 
 
 THIRD_PARTY = ("torch", "lightning", "timm")

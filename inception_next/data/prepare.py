@@ -14,12 +14,10 @@ source (on object storage, the same of a prefix).
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..deprecation import add_flag
+from ..progress import Progress
 from .images import DatasetError
 from .object_store import Bucket, is_url
 from .readers import READABLE, SOURCES, find_source
@@ -117,11 +115,12 @@ def prepare(src, dest, to=None, format=None, splits=None, shard_size=1000):
         total, items = samples(source, src, split, classes)
         writer = WRITERS[to](dest, split, classes, total, shard_size)
         written = 0
-        with tqdm(items, total=total, desc=split, unit="img", file=sys.stderr, dynamic_ncols=True) as progress:
-            for number, (wnid, name, read) in enumerate(progress):
-                if not writer.done(number):
-                    written += writer.add(number, wnid, name, read)
-                counts[split] = number + 1
+        progress = Progress(f"prepare {split}", total, " images")
+        for number, (wnid, name, read) in enumerate(items):
+            if not writer.done(number):
+                written += writer.add(number, wnid, name, read)
+            counts[split] = number + 1
+            progress.update()
         writer.close()
         print(f"{split}: {counts.get(split, 0)} images ({written} written now) -> {dest}")
     target.mark({**target.marker(), "complete": counts})

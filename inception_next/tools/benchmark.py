@@ -16,6 +16,7 @@ with these arguments changed.
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import timm
@@ -68,8 +69,8 @@ def run(args):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
         torch.backends.cudnn.benchmark = True
-    rows = []
-    for name, build_model, img, paper in candidates(args):
+    rows, measured = [], candidates(args)
+    for number, (name, build_model, img, paper) in enumerate(measured, 1):
         model = build_model()
         row = dict(model=name, device=device_name(device), img_size=img, precision=args.precision,
                    channels_last=args.channels_last,  # counted on the model before compiling (a meta copy)
@@ -77,14 +78,15 @@ def run(args):
         if args.compile:
             model = torch.compile(model)
         common = dict(device=device, img_size=img, precision=args.precision, channels_last=args.channels_last,
-                      warmup=args.warmup, iters=args.iters)
+                      warmup=args.warmup, iters=args.iters, what=f"benchmark {name} ({number}/{len(measured)})")
         row["train_img_s"], row["train_batch"], row["train_peak_mb"] = measure(model, batch=args.batch_size,
                                                                                train=True, **common)
         row["infer_img_s"], row["infer_batch"], row["infer_peak_mb"] = measure(model, batch=args.batch_size,
                                                                                train=False, **common)
         if args.fold:
             folded = reparameterize_model(model.eval())
-            row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False, **common)
+            row["folded_infer_img_s"], _, _ = measure(folded, batch=args.batch_size, train=False,
+                                                      **{**common, "what": f"{common['what']}, BatchNorm folded"})
         row["paper_a100_train"], row["paper_a100_infer"] = paper
         rows.append(row)
         del model
@@ -156,15 +158,16 @@ def parse(argv):
     add_flag(parser, "--backbone_args", type=yaml.safe_load, default=None,
                         help="YAML or JSON mapping: after each of our --models, that model with these arguments")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add_flag(parser, "--batch_size", type=int, default=128, help="halved until it fits")
+    add_flag(parser, "--batch_size", type=int, default=None, help="halved until it fits; default: the paper's 128 "
+             "on a GPU, 8 on the CPU")
     add_flag(parser, "--img_size", type=int, default=None, help="default: each model's own (224, 384 for _384)")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
                         help="default: tf32 on a GPU (the paper's A100 setting), fp32 on the CPU (TF32 is CUDA's)")
     add_flag(parser, "--channels_last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--fold", action="store_true", help="also time inference with BatchNorm folded")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=None, help="default: 10 on a GPU, 2 on the CPU")
+    parser.add_argument("--iters", type=int, default=None, help="timed steps; default: 30 on a GPU, 5 on the CPU")
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"))
     add_flag(parser, "--no_chart", action="store_true")
     add_flag(parser, "--macs_only", action="store_true", help="params/MACs of every variant against the paper")
@@ -202,6 +205,12 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"error: --models: unknown {', '.join(unknown)}; expected ours ({', '.join(list_models())}) "
                          "or a timm model name")
+    sizes = (128, 10, 30) if on_gpu else (8, 2, 5)
+    if not on_gpu and (args.batch_size, args.warmup, args.iters) == (None, None, None):
+        print("on the CPU: batch 8, 2 warm-up and 5 timed steps (the paper's batch 128, 10 and 30 would take many "
+              "minutes a model here); --batch_size, --warmup and --iters set them", file=sys.stderr)
+    args.batch_size, args.warmup, args.iters = (given if given is not None else default for given, default in zip(
+        (args.batch_size, args.warmup, args.iters), sizes))
     print(f"device {args.device}, torch {torch.__version__}, timm {timm.__version__}, {args.precision}, "
           f"batch {args.batch_size}, threads {torch.get_num_threads()}")
     try:

@@ -48,6 +48,7 @@ from ..data.module import collate
 from ..data.object_store import is_url
 from ..data.prepare import prepare
 from ..deprecation import add_flag
+from ..progress import Progress
 from .speed import paper_a100
 
 LAYOUTS = ("folders", "parquet", "webdataset", "litdata")
@@ -130,10 +131,15 @@ def measure(data, split, images, rounds, batch_size=32, workers=8, others=()):
         prefetch = module.reader(split)  # another reader: ours opens its own in its worker
         bare = BareImages([prefetch.read(index) for index, _ in share], bare_timm_transform(module, train))
         rows.append((module, ours, share, bare))
-    timings = [[(_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root),
-                                         collate=collate(module.hparams, train)),
-                 _images_per_second(bare, list(range(len(share))), batch_size)) for module, ours, share, bare in rows]
-               for _ in range(rounds)]
+    progress = Progress(f"benchmark-data, {split}", rounds * len(rows), " measurements (ours beside bare timm)")
+    timings = []
+    for _ in range(rounds):
+        timings.append([])
+        for module, ours, share, bare in rows:
+            timings[-1].append((_images_per_second_cold(ours, share, batch_size, remote=is_url(module.root),
+                                                        collate=collate(module.hparams, train)),
+                                _images_per_second(bare, list(range(len(share))), batch_size)))
+            progress.update(note=f"{transform_name(module, train)}, {'demo' if module.demo else module.source.NAME}")
     results = []
     for column, (module, *_) in enumerate(rows):
         ours_speed = statistics.median(t[column][0] for t in timings)

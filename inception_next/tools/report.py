@@ -19,6 +19,7 @@ import torch
 
 from ..models.complexity import complexity
 from ..models.factory import backbone_name, get_variant, list_models
+from ..progress import Progress
 from ..training import runs
 from .compared_figures import TABLE8_TOP1
 
@@ -64,9 +65,11 @@ def paper_top1(experiment, backbone, table):
 
 def build(logs, table=None):
     """One dict per experiment (sorted by name), the statistics over its runs."""
-    groups = {}
-    for name, run in runs.finished_runs(logs).items():  # a sweep's seeds, <experiment>/seed<N>, are one experiment
+    groups, finished = {}, runs.finished_runs(logs)
+    progress = Progress("report: reading the finished runs", len(finished), " runs")
+    for name, run in finished.items():  # a sweep's seeds, <experiment>/seed<N>, are one experiment
         groups.setdefault(runs.experiment_of(name), []).append(run_summary(run))
+        progress.update()
     rows = []
     for experiment, summaries in sorted(groups.items()):
         row = dict(experiment=experiment, seeds=len(summaries), img_size=summaries[0]["img_size"],

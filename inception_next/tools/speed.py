@@ -8,6 +8,7 @@ import timm
 import torch
 
 from ..models.factory import create_model, get_variant, list_models
+from ..progress import Progress
 from .compared_figures import TIMM_A100
 
 
@@ -42,19 +43,22 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _images_per_second(step, batch, warmup, iters, device):
+def _images_per_second(step, batch, warmup, iters, device, progress):
     for _ in range(warmup):
         step()
+        progress.update()
     _sync(device)
     start = time.perf_counter()
     for _ in range(iters):
         step()
+        progress.update()
     _sync(device)
     return batch * iters / (time.perf_counter() - start)
 
 
-def measure(model, device, batch, img_size, precision, channels_last, warmup, iters, train):
-    """Images/s of one model for training or inference, halving the batch on out-of-memory."""
+def measure(model, device, batch, img_size, precision, channels_last, warmup, iters, train, what="benchmark"):
+    """Images/s of one model for training or inference, halving the batch on out-of-memory; its progress as `what`
+    (the model's name)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -80,7 +84,9 @@ def measure(model, device, batch, img_size, precision, channels_last, warmup, it
                         model(x)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            speed = _images_per_second(step, batch, warmup, iters, device)
+            progress = Progress(f"{what}, {'training' if train else 'inference'} at batch {batch}", warmup + iters,
+                                " steps")
+            speed = _images_per_second(step, batch, warmup, iters, device, progress)
             peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
             return speed, batch, peak
         except torch.cuda.OutOfMemoryError:

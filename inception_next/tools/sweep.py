@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..deprecation import add_flag
+from ..progress import Progress
 from ..training import runs
 from ..training.config import ConfigError, find_experiments
 
@@ -154,11 +155,12 @@ def main(argv=None):
             jobs.append((name, job, command))
             print(f"{name}: SLURM job {job.job_id}")
         return jobs
-    failed = []
-    for name, config, seed in todo:
-        print(f"{name}: fit", flush=True)
+    failed, progress = [], Progress("sweep", len(todo), " runs")
+    for number, (name, config, seed) in enumerate(todo, 1):
+        print(f"sweep: run {number}/{len(todo)}, {name}: fit", flush=True)
         if subprocess.run(fit_command(name, config, seed, extra)).returncode:
             failed.append(name)
+        progress.update()
     if failed:
         sys.exit(f"error: {len(failed)} run(s) failed: {', '.join(failed)}; run the sweep again to resume them")
     return todo

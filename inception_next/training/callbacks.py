@@ -6,6 +6,7 @@ run resumed from step N continues each series at N, as the loggers' other series
 
 import csv
 import random
+import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -13,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, Checkpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.utils import make_grid
 
 from ..deprecation import moved_names, warn_renamed
+from ..progress import Progress
 from . import runs
 from .loggers import logger_identity, show_image, start_loggers
 from .module import DivergenceError
@@ -312,3 +314,54 @@ class AverageBatchNormAcrossRanks(Callback):
     def __init__(self):
         warn_renamed("the callback AverageBatchNormAcrossRanks", "nothing: ImageClassifier averages BatchNorm "
                      "statistics across ranks itself under DDP")
+
+
+class LineProgressBar(ProgressBar):
+    """Lightning's progress bar as whole lines, for a log file (`progress.Progress`: a line every few seconds while
+    it moves, at least one a minute, none written over): the epoch and batch, the time left, the bar's metrics. The
+    CLI uses it when standard output is not a terminal."""
+
+    def __init__(self):
+        super().__init__()
+        self.enabled, self.progress = True, None
+
+    def disable(self):
+        self.enabled = False
+
+    def enable(self):
+        self.enabled = True
+
+    def _start(self, what, total):
+        self.progress = Progress(what, None if total == float("inf") else int(total), " batches", sys.stdout)
+
+    def _update(self, trainer, pl_module):
+        if self.enabled and self.progress is not None:
+            metrics = self.get_metrics(trainer, pl_module)
+            self.progress.update(note=", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                                                for key, value in metrics.items()))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", self.total_train_batches)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._update(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._start(f"validation of epoch {trainer.current_epoch + 1}", self.total_val_batches)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._update(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self._start("test", sum(trainer.num_test_batches))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._update(trainer, pl_module)
+
+    def on_predict_start(self, trainer, pl_module):
+        self._start("predict", sum(trainer.num_predict_batches))
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._update(trainer, pl_module)

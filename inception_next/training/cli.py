@@ -15,7 +15,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -27,7 +27,14 @@ from ..data.module import device_from_old_settings
 from ..errors import UserError, own_message
 from ..models.factory import preprocessing
 from . import preemption, runs
-from .callbacks import HParamsWithMetrics, LastCheckpoint, RandomStateInCheckpoints, RunFolder, TopKCSVWriter
+from .callbacks import (
+    HParamsWithMetrics,
+    LastCheckpoint,
+    LineProgressBar,
+    RandomStateInCheckpoints,
+    RunFolder,
+    TopKCSVWriter,
+)
 from .checkpoints import AtomicCheckpointIO, evaluation_data_settings
 from .config import DEMO_CONFIG, ActionExperimentConfig
 from .loggers import LoggerError, configured_loggers, continue_logger_runs, logger_error, where_to_look
@@ -232,6 +239,9 @@ class InceptionNeXtCLI(LightningCLI):
                                self.start.resumed_run)]
         callbacks += list(configured) if isinstance(configured, list) else [configured]
         callbacks += [LastCheckpoint(settings.save_every_n_steps), RandomStateInCheckpoints(), Preemption()]
+        if settings.trainer.enable_progress_bar is not False and not sys.stdout.isatty() and not any(
+                isinstance(callback, ProgressBar) for callback in callbacks):  # a log file: lines, not a bar
+            callbacks.append(LineProgressBar())
         if self.subcommand == "predict":
             callbacks.append(TopKCSVWriter(settings.predict_csv))
         plugins = init.trainer.plugins or []

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -73,23 +74,41 @@ def run_command(args, cwd, env, out, err):
 
 def cli(args, cwd, check=True, env=None, fresh=False):
     """`python -m inception_next ARGS` in its own process, with the tests' callbacks (interruptions.py) importable;
-    a CompletedProcess (returncode negative for a signal, as subprocess's)."""
+    a CompletedProcess (returncode negative for a signal, as subprocess's) whose `lines` are (seconds since the
+    start, line) of what it printed, stdout and stderr together, as it printed them (for a forked process)."""
     env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")]))
     if fresh or any("ddp" in arg for arg in args):
         done = subprocess.run([sys.executable, "-m", "inception_next", *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=300)
+        done.lines = []
     else:
         with tempfile.TemporaryDirectory(prefix="command-") as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             process = FORKS.Process(target=run_command, args=(list(args), str(cwd), env, str(out), str(err)))
             process.start()
-            process.join(300)
-            if process.is_alive():
-                process.kill()
-                raise TimeoutError(f"inception_next {' '.join(args)}: still running after 300 s")
+            lines = watched(process, (out, err), f"inception_next {' '.join(args)}")
             done = subprocess.CompletedProcess(args, process.exitcode, out.read_text(), err.read_text())
+            done.lines = lines
     assert done.returncode == 0 or not check, done.stderr[-3000:]
     return done
+
+
+def watched(process, outputs, name, timeout=300):
+    """Wait for `process`, reading the lines it writes to the files `outputs` as they come: [(seconds, line)]."""
+    started, lines, read = time.monotonic(), [], {path: 0 for path in outputs}
+    while True:
+        running = process.is_alive()
+        for path in outputs:
+            data = path.read_bytes()[read[path]:] if path.exists() else b""
+            whole = data[:data.rfind(b"\n") + 1]
+            read[path] += len(whole)
+            lines += [(time.monotonic() - started, line) for line in whole.decode(errors="replace").splitlines()]
+        if not running:
+            return lines
+        if time.monotonic() - started > timeout:
+            process.kill()
+            raise TimeoutError(f"{name}: still running after {timeout} s")
+        process.join(0.1)
 
 
 def read_records(path):
